@@ -1,0 +1,31 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup demo test host eval-lfw
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --find-links /opt/wheels torch==2.13.0
+	$(PY) -m pip install -q -e .[test]
+	touch $@
+
+setup: $(VENV)/.installed
+	$(PY) -m fewshot_core.models fetch
+
+demo: setup
+	$(PY) -m fewshot_core.demo --out out/demo
+
+$(VENV)/.host: tools/install_host.sh $(VENV)/.installed
+	bash tools/install_host.sh $(VENV)
+	touch $@
+
+host: $(VENV)/.host
+
+test: setup host
+	$(PY) -m pytest -q -rs tests
+
+eval-lfw: setup
+	$(PY) -m fewshot_core.eval lfw

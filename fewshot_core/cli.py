@@ -1,0 +1,87 @@
+"""`fewshot-swap`: the swap outside ComfyUI.
+
+    fewshot-swap --source S.jpg --targets a.jpg b.jpg --out O.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from .errors import FewShotError, ModelFileMissingError
+from .identity import load_identity, save_identity
+from .imageio import load_image, make_row, save_image
+from .pipeline import SwapModel, SwapSettings, parse_face_indices
+from .weights import default_generator_path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fewshot-swap", description=__doc__.split("\n")[1])
+    parser.add_argument("--source", type=Path, nargs="+", required=True, help="image(s) whose faces are replaced")
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--targets", type=Path, nargs="+", help="1-5 photos of the person whose identity to use")
+    who.add_argument("--identity", type=Path, help="an identity file saved with --save-identity")
+    parser.add_argument("--out", type=Path, required=True, help="output image (or folder for several sources)")
+    parser.add_argument("--generator", type=Path, default=None, help=f"generator weights (default {default_generator_path()})")
+    parser.add_argument("--save-identity", type=Path, help="also save the encoded identity here")
+    parser.add_argument("--faces", default="all", help="'all' or indices like '0,2'")
+    parser.add_argument("--order", choices=["left_to_right", "largest_first"], default="left_to_right")
+    parser.add_argument("--strength", type=float, default=1.0)
+    parser.add_argument("--feather", type=float, default=6.0)
+    parser.add_argument("--no-color-match", action="store_true")
+    parser.add_argument("--mask-out", type=Path, help="also write the mask of what was replaced")
+    parser.add_argument("--grid", type=Path, help="also write a before/after grid with the target photos")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict:
+    generator = args.generator or default_generator_path()
+    if not generator.is_file():
+        raise ModelFileMissingError(
+            f"Generator weights {generator} not found, so no swap can be made. The shipped generator lives in "
+            f"the repository's weights/ folder; pass another with --generator PATH.")
+    model = SwapModel.load(generator, device=args.device)
+    if args.identity:
+        identity = load_identity(args.identity)
+        target_photos = []
+    else:
+        target_photos = [load_image(p) for p in args.targets]
+        identity = model.encode_identity([p[0] for p in target_photos])
+    print(identity.report())
+    if args.save_identity:
+        save_identity(identity, args.save_identity)
+    settings = SwapSettings(faces=parse_face_indices(args.faces), order=args.order, strength=args.strength,
+                            feather_px=args.feather, color_match=not args.no_color_match)
+    written = []
+    for index, source_path in enumerate(args.source):
+        source = load_image(source_path)
+        out, mask = model.swap(source, identity, settings)
+        target = args.out if len(args.source) == 1 else args.out / f"{source_path.stem}_swapped.png"
+        written.append(str(save_image(out, target)))
+        if args.mask_out:
+            mask_target = args.mask_out if len(args.source) == 1 else args.mask_out / f"{source_path.stem}_mask.png"
+            save_image(mask.expand(-1, 3, -1, -1), mask_target)
+        if args.grid and index == 0:
+            save_image(make_row([source, out, *target_photos]), args.grid)
+    return {"outputs": written, "outliers": identity.outliers}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        summary = run(args)
+    except FewShotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

