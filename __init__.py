@@ -1,7 +1,8 @@
 """ComfyUI entry point of the fewshot-swap node pack.
 
 V3 node API (`comfy_entrypoint`) where the host has it, V1 mappings otherwise;
-a host only ever sees one of the two.
+a host only ever sees one of the two. Imported outside ComfyUI (by pytest, or
+as a plain package) it defines nothing.
 """
 from __future__ import annotations
 
@@ -12,24 +13,25 @@ from pathlib import Path
 if importlib.util.find_spec("fewshot_core") is None:  # cloned into custom_nodes, not pip-installed
     sys.path.append(str(Path(__file__).resolve().parent))
 
-from .nodes import host as _host  # noqa: E402
-from .nodes.adapters import build_v1, build_v3, has_v3_api  # noqa: E402
-from .nodes.definitions import SPECS  # noqa: E402
+if importlib.util.find_spec("folder_paths") is not None:  # inside ComfyUI
+    from .nodes import host as _host
+    from .nodes.adapters import build_v1, build_v3, has_v3_api
+    from .nodes.definitions import SPECS
 
-_host.register_folders()
+    _host.register_folders()
 
-if has_v3_api():
-    from comfy_api.latest import ComfyExtension
+    if has_v3_api():
+        from comfy_api.latest import ComfyExtension
 
-    _V3_NODES = [build_v3(spec) for spec in SPECS]
+        _V3_NODES = [build_v3(spec) for spec in SPECS]
 
-    class FewShotSwapExtension(ComfyExtension):
-        async def get_node_list(self) -> list[type]:
-            return list(_V3_NODES)
+        class FewShotSwapExtension(ComfyExtension):
+            async def get_node_list(self) -> list[type]:
+                return list(_V3_NODES)
 
-    async def comfy_entrypoint() -> FewShotSwapExtension:
-        return FewShotSwapExtension()
+        async def comfy_entrypoint() -> FewShotSwapExtension:
+            return FewShotSwapExtension()
 
-else:
-    NODE_CLASS_MAPPINGS = {spec.node_id: build_v1(spec) for spec in SPECS}
-    NODE_DISPLAY_NAME_MAPPINGS = {spec.node_id: spec.display_name for spec in SPECS}
+    else:
+        NODE_CLASS_MAPPINGS = {spec.node_id: build_v1(spec) for spec in SPECS}
+        NODE_DISPLAY_NAME_MAPPINGS = {spec.node_id: spec.display_name for spec in SPECS}

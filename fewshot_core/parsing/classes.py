@@ -40,9 +40,13 @@ FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365
              54, 103, 67, 109]
 
 # Brows: FACEMESH_*_EYEBROW is two chains, the upper edge (70..107 / 300..336) and the
-# lower edge (46..55 / 276..285); upper chain then the lower one reversed is a closed band.
-BROW_L = [70, 63, 105, 66, 107, 55, 65, 52, 53, 46]            # MediaPipe RIGHT_EYEBROW
-BROW_R = [300, 293, 334, 296, 336, 285, 295, 282, 283, 276]    # MediaPipe LEFT_EYEBROW
+# lower edge (46..55 / 276..285), paired point by point from the outer end inwards. The
+# upper chain then the lower one reversed is a closed band; the renderer widens it a
+# little downwards (on LFW the mesh's lower edge sits slightly above the visible one).
+BROW_L_UPPER, BROW_L_LOWER = [70, 63, 105, 66, 107], [46, 53, 52, 65, 55]          # MediaPipe RIGHT_EYEBROW
+BROW_R_UPPER, BROW_R_LOWER = [300, 293, 334, 296, 336], [276, 283, 282, 295, 285]  # MediaPipe LEFT_EYEBROW
+BROW_L = BROW_L_UPPER + BROW_L_LOWER[::-1]
+BROW_R = BROW_R_UPPER + BROW_R_LOWER[::-1]
 
 # Eye openings (FACEMESH_*_EYE): outer corner, upper lid to inner corner, lower lid back.
 EYE_L = [33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7]      # RIGHT_EYE

@@ -116,7 +116,7 @@ def check(python: Path | None = None) -> dict:
         )
     proc = subprocess.run(
         [str(python), "-c", _CHECK_SCRIPT, json.dumps(REQUIRED_MODEL_FILES)],
-        capture_output=True, text=True, env=_clean_env(),
+        capture_output=True, text=True, env=clean_env(),
     )
     if proc.returncode != 0:
         raise MediapipeEnvError(
@@ -132,7 +132,7 @@ def check(python: Path | None = None) -> dict:
     return info
 
 
-def _clean_env() -> dict[str, str]:
+def clean_env() -> dict[str, str]:
     """Environment for the child: drop the parent's venv/PYTHONPATH so nothing of numpy 2 leaks in."""
     env = dict(os.environ)
     for key in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"):
@@ -142,7 +142,7 @@ def _clean_env() -> dict[str, str]:
 
 def _pip(python: Path, *args: str) -> None:
     cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_clean_env())
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=clean_env())
     if proc.returncode != 0:
         raise MediapipeEnvError(
             f"`{' '.join(cmd)}` failed:\n{proc.stderr.strip()[-2000:]}\n"
@@ -168,7 +168,7 @@ def ensure_venv(force: bool = False, verbose: bool = True) -> Path:
     base = find_base_python()
     if verbose:
         print(f"[mediapipe_env] creating {root} from {base}", flush=True)
-    proc = subprocess.run([base, "-m", "venv", str(root)], capture_output=True, text=True, env=_clean_env())
+    proc = subprocess.run([base, "-m", "venv", str(root)], capture_output=True, text=True, env=clean_env())
     if proc.returncode != 0:
         raise MediapipeEnvError(
             f"`{base} -m venv {root}` failed:\n{proc.stderr.strip()}\n"

@@ -1,0 +1,1 @@
+"""Training: data preparation from ../shared/data and the generator trainer."""

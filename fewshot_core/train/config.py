@@ -1,0 +1,65 @@
+"""Training configuration: one JSON file per run type (configs/*.json), overridable from the command line."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass
+class TrainConfig:
+    name: str = "run"
+    resolution: int = 128
+    generator: dict[str, Any] = field(default_factory=dict)  # GeneratorConfig overrides
+    datasets: list[str] = field(default_factory=lambda: ["lfw", "celeba299", "utkface"])
+    max_images: int | None = None
+    batch_size: int = 8
+    steps: int = 1000
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.0, 0.99)
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 2
+    bf16: bool = True  # autocast on CUDA only
+    # The first half of each batch reconstructs the source, the second half takes another identity.
+    cross_fraction: float = 0.5
+    mix_prob: float = 0.3  # cross targets mixed from two identities with Beta(mix_beta, mix_beta)
+    mix_beta: float = 0.3
+    own_embedding_prob: float = 0.5  # reconstruction conditioned on the photo's own embedding vs the identity mean
+    # loss weights
+    w_l1: float = 10.0
+    w_perceptual: float = 2.0
+    w_id: float = 5.0
+    w_mask: float = 1.0
+    w_adv: float = 1.0
+    w_fm: float = 5.0
+    w_cycle: float = 0.0
+    adv_start: int = 0  # step at which adversarial losses switch on
+    disc_scales: int = 2
+    disc_channels: int = 48
+    log_every: int = 10
+    sample_every: int = 200
+    checkpoint_every: int = 200
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":
+        path = Path(path)
+        if not path.is_file() and (CONFIG_DIR / f"{path.name}.json").is_file():
+            path = CONFIG_DIR / f"{path.name}.json"
+        data = json.loads(path.read_text())
+        data.update(overrides or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown training config keys {unknown}")
+        if "betas" in data:
+            data["betas"] = tuple(data["betas"])
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,60 @@
+"""Losses: identity cosine and perceptual features from FaceNet, hinge adversarial, feature matching.
+
+No VGG weights exist here, so perceptual features come from the recognition
+network itself (its stem and first Inception-ResNet stages), on crops aligned
+to FaceNet's own template.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..embed import FaceEmbedder
+from ..embed.embedder import prewhiten
+
+
+def facenet_features(embedder: FaceEmbedder, crops160: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Unit embeddings and three intermediate feature maps of aligned 160 px crops in [0, 1]."""
+    net = embedder.net
+    x = prewhiten(crops160)
+    x = net.conv2d_2b(net.conv2d_2a(net.conv2d_1a(x)))
+    f1 = x
+    x = net.conv2d_4b(net.conv2d_4a(net.conv2d_3b(F.max_pool2d(x, 3, 2))))
+    f2 = x
+    x = net.repeat_1(x)
+    f3 = x
+    x = net.repeat_3(net.mixed_7a(net.repeat_2(net.mixed_6a(x))))
+    x = net.block8(x)
+    x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+    embedding = F.normalize(net.last_linear(x), dim=1)
+    return embedding, [f1, f2, f3]
+
+
+def identity_loss(embedding: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - cosine similarity, averaged."""
+    return (1 - (F.normalize(embedding, dim=1) * F.normalize(target, dim=1)).sum(dim=1)).mean()
+
+
+def perceptual_loss(features: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
+    """Mean L1 between feature maps, each normalised by its own scale so no layer dominates."""
+    total = torch.zeros((), device=features[0].device)
+    for f, t in zip(features, targets):
+        total = total + F.l1_loss(f, t) / (t.abs().mean().detach() + 1e-6)
+    return total / len(features)
+
+
+def hinge_d_loss(real_logits: list[torch.Tensor], fake_logits: list[torch.Tensor]) -> torch.Tensor:
+    return sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real_logits, fake_logits)) / len(real_logits)
+
+
+def hinge_g_loss(fake_logits: list[torch.Tensor]) -> torch.Tensor:
+    return sum(-f.mean() for f in fake_logits) / len(fake_logits)
+
+
+def feature_matching_loss(fake_feats: list[list[torch.Tensor]], real_feats: list[list[torch.Tensor]]) -> torch.Tensor:
+    total, count = 0.0, 0
+    for fake_scale, real_scale in zip(fake_feats, real_feats):
+        for f, r in zip(fake_scale, real_scale):
+            total = total + F.l1_loss(f, r.detach())
+            count += 1
+    return total / max(count, 1)

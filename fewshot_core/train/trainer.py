@@ -1,0 +1,234 @@
+"""The generator trainer: self-reconstruction, cross-identity, cycle and adversarial objectives.
+
+Each batch is split: the first part reconstructs its own (heavily degraded)
+source from its own identity, the rest is conditioned on another identity (or a
+Beta mixture of two) and must carry that identity while keeping the source's
+structure map. Losses on the blended result `m * rgb + (1 - m) * source`, which
+is what paste-back shows the user.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..embed import FaceEmbedder
+from ..generator import FewShotGenerator, GeneratorConfig, save_generator
+from ..generator.degrade import random_degrade
+from ..imageio import save_image
+from ..models import require_part
+from ..paths import cache_root
+from ..structure import LandmarkStructureMapper
+from ..structure_preview import colorize_structure
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .data import Batch, PreparedFaces
+from .discriminator import MultiScaleDiscriminator
+from .losses import (facenet_features, feature_matching_loss, hinge_d_loss, hinge_g_loss, identity_loss,
+                     perceptual_loss)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def run_dir_for(name: str) -> Path:
+    return cache_root() / "runs" / name
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, data_dir: Path, run_dir: Path | None = None) -> None:
+        self.cfg = cfg
+        self.device = pick_device(cfg.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.torch_rng = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        self.run_dir = run_dir or run_dir_for(cfg.name)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.data = PreparedFaces(data_dir, "train", tuple(cfg.datasets), cfg.max_images, cfg.seed)
+        if self.data.resolution != cfg.resolution:
+            raise ValueError(f"prepared data is {self.data.resolution} px but the config asks for {cfg.resolution}")
+        self.mapper = LandmarkStructureMapper()
+        self.gen_config = GeneratorConfig.for_mapper(self.mapper, resolution=cfg.resolution, **cfg.generator)
+        self.generator = FewShotGenerator(self.gen_config).to(self.device).train()
+        self.discriminator = MultiScaleDiscriminator(cfg.disc_scales, cfg.disc_channels).to(self.device).train()
+        self.embedder = FaceEmbedder.from_file(require_part("facenet"), device=self.device)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas)
+        self.step = 0
+        self.images_seen = 0
+        self.seconds = 0.0
+        checkpoint = self.run_dir / "checkpoint"
+        if (checkpoint / "state.json").is_file():
+            state = load_checkpoint(checkpoint, self._modules(), self._optimizers())
+            self.step, self.images_seen, self.seconds = state["step"], state["images_seen"], state["seconds"]
+            self.rng = np.random.default_rng([cfg.seed, self.step])
+            self.torch_rng.manual_seed(cfg.seed * 1_000_003 + self.step)
+        self.sample_index = np.random.default_rng(cfg.seed + 1).choice(len(self.data), 6, replace=False)
+        self.sample_targets = np.random.default_rng(cfg.seed + 2).choice(len(self.data), 6, replace=False)
+        self.autocast = self.device.type == "cuda" and cfg.bf16
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        return {"generator": self.generator, "discriminator": self.discriminator}
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.opt_g, "discriminator": self.opt_d}
+
+    # ------------------------------------------------------------- conditioning
+    def cross_codes(self, identity_index: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """Embeddings of other identities (or Beta mixtures of two) for the cross part of a batch."""
+        count = identity_index.shape[0]
+        others = self.rng.integers(0, len(self.data), count)
+        for i in range(count):  # resample the rare pick of the same identity
+            while self.data.identity[others[i]] == int(identity_index[i]):
+                others[i] = self.rng.integers(0, len(self.data))
+        means = torch.from_numpy(self.data.identity_means[self.data.identity[others]])
+        own = F.normalize(torch.from_numpy(self.data.embeddings[others]), dim=1)
+        use_own = torch.from_numpy(self.rng.random(count) < self.cfg.own_embedding_prob)[:, None]
+        codes = torch.where(use_own, own, means)
+        mix = self.rng.random(count) < self.cfg.mix_prob
+        if mix.any():
+            partners = torch.from_numpy(self.data.identity_means[self.data.identity[
+                self.rng.integers(0, len(self.data), int(mix.sum()))]])
+            alpha = torch.from_numpy(self.rng.beta(self.cfg.mix_beta, self.cfg.mix_beta, int(mix.sum()))).float()
+            mixed = F.normalize(alpha[:, None] * codes[mix] + (1 - alpha[:, None]) * partners, dim=1)
+            codes[torch.from_numpy(mix)] = mixed
+        return codes.to(self.device), others
+
+    def generate(self, crops: torch.Tensor, landmarks: torch.Tensor, codes: torch.Tensor, degrade: bool = True):
+        structure = self.mapper(crops, landmarks)
+        source = random_degrade(crops, self.torch_rng) if degrade else crops
+        with torch.autocast("cuda", torch.bfloat16, enabled=self.autocast):
+            rgb, mask = self.generator(source, structure, codes)
+        rgb, mask = rgb.float(), mask.float()
+        return mask * rgb + (1 - mask) * crops, rgb, mask, structure
+
+    # --------------------------------------------------------------------- step
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        cfg = self.cfg
+        x, lm = batch.crops, batch.landmarks
+        n = x.shape[0]
+        n_cross = int(round(n * cfg.cross_fraction))
+        n_rec = n - n_cross
+        use_own = torch.from_numpy(self.rng.random(n_rec) < cfg.own_embedding_prob).to(self.device)[:, None]
+        rec_codes = torch.where(use_own, batch.own_embedding[:n_rec], batch.identity_mean[:n_rec])
+        cross_codes, _ = self.cross_codes(batch.identity_index[n_rec:])
+        codes = torch.cat([rec_codes, cross_codes])
+        id_targets = torch.cat([batch.own_embedding[:n_rec], cross_codes])
+
+        comp, rgb, mask, structure = self.generate(x, lm, codes)
+        face = 1 - structure[:, :1]
+        use_adv = self.step >= cfg.adv_start and cfg.w_adv > 0
+        losses: dict[str, torch.Tensor] = {}
+        losses["l1"] = ((rgb[:n_rec] - x[:n_rec]).abs() * (0.2 + face[:n_rec])).mean()
+        losses["mask"] = F.binary_cross_entropy(mask.clamp(1e-4, 1 - 1e-4), face.clamp(0, 1))
+        with torch.autocast("cuda", torch.bfloat16, enabled=self.autocast):
+            emb, feats = facenet_features(self.embedder, self.embedder.align(comp, lm))
+            with torch.no_grad():
+                _, real_feats = facenet_features(self.embedder, self.embedder.align(x[:n_rec], lm[:n_rec]))
+        losses["id"] = identity_loss(emb.float(), id_targets)
+        losses["id_cross"] = identity_loss(emb[n_rec:].float(), cross_codes).detach()
+        losses["perceptual"] = perceptual_loss([f[:n_rec].float() for f in feats], [f.float() for f in real_feats])
+        if cfg.w_cycle > 0 and n_cross:
+            back, _, _, _ = self.generate(comp[n_rec:], lm[n_rec:], batch.own_embedding[n_rec:])
+            losses["cycle"] = ((back - x[n_rec:]).abs() * (0.2 + face[n_rec:])).mean()
+        if use_adv:
+            with torch.autocast("cuda", torch.bfloat16, enabled=self.autocast):
+                fake_out = self.discriminator(comp)
+                with torch.no_grad():
+                    real_out = self.discriminator(x[:n_rec])
+            losses["adv_g"] = hinge_g_loss([o[0].float() for o in fake_out])
+            losses["fm"] = feature_matching_loss([[f[:n_rec].float() for f in o[1]] for o in fake_out],
+                                                 [[f.float() for f in o[1]] for o in real_out])
+        weights = {"l1": cfg.w_l1, "mask": cfg.w_mask, "id": cfg.w_id, "perceptual": cfg.w_perceptual,
+                   "cycle": cfg.w_cycle, "adv_g": cfg.w_adv, "fm": cfg.w_fm}
+        total = sum(weights[k] * v for k, v in losses.items() if k in weights)
+        self.opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_g.step()
+        if use_adv:
+            with torch.autocast("cuda", torch.bfloat16, enabled=self.autocast):
+                real_logits = [o[0].float() for o in self.discriminator(x)]
+                fake_logits = [o[0].float() for o in self.discriminator(comp.detach())]
+            d_loss = hinge_d_loss(real_logits, fake_logits)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+            losses["adv_d"] = d_loss.detach()
+        losses["total"] = total.detach()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    # ------------------------------------------------------------------ outputs
+    @torch.no_grad()
+    def write_samples(self, path: Path) -> None:
+        """Rows: source, degraded input, structure, reconstruction, cross target, cross swap."""
+        self.generator.eval()
+        batch = self.data.batch(self.sample_index, self.device, np.random.default_rng(0), flip=False)
+        target = self.data.batch(self.sample_targets, self.device, np.random.default_rng(0), flip=False)
+        structure = self.mapper(batch.crops, batch.landmarks)
+        from ..generator import degrade_for_inference
+
+        degraded = degrade_for_inference(batch.crops, self.gen_config)
+        rgb, mask = self.generator(degraded, structure, batch.identity_mean)
+        rec = mask * rgb + (1 - mask) * batch.crops
+        rgb, mask = self.generator(degraded, structure, target.identity_mean)
+        cross = mask * rgb + (1 - mask) * batch.crops
+        rows = [batch.crops, degraded, colorize_structure(structure), rec, target.crops, cross]
+        grid = torch.cat([torch.cat(list(r.float().cpu()), dim=-1) for r in rows], dim=-2)
+        save_image(grid, path)
+        self.generator.train()
+
+    def save(self) -> None:
+        state = {"step": self.step, "images_seen": self.images_seen, "seconds": self.seconds,
+                 "config": self.cfg.to_dict(), "generator_config": self.gen_config.to_dict()}
+        save_checkpoint(self.run_dir / "checkpoint", self._modules(), self._optimizers(), state)
+
+    def export(self, path: Path) -> Path:
+        """The generator alone, fp16 safetensors, with the run recorded in its config."""
+        config = GeneratorConfig.from_dict({**self.gen_config.to_dict(), "extra": {
+            "run": self.cfg.name, "steps": self.step, "images_seen": self.images_seen,
+            "hours": round(self.seconds / 3600, 2), "device": str(self.device)}})
+        self.generator.config = config
+        save_generator(self.generator, config, path)
+        return path
+
+    def train(self, steps: int | None = None) -> dict[str, float]:
+        cfg = self.cfg
+        end = steps if steps is not None else cfg.steps
+        log_path = self.run_dir / "losses.csv"
+        last: dict[str, float] = {}
+        fields: list[str] | None = None
+        while self.step < end:
+            started = time.time()
+            index = self.rng.integers(0, len(self.data), cfg.batch_size)
+            batch = self.data.batch(index, self.device, self.rng)
+            last = self.train_step(batch)
+            self.step += 1
+            self.images_seen += cfg.batch_size
+            self.seconds += time.time() - started
+            if self.step % cfg.log_every == 0 or self.step == end:
+                row = {"step": self.step, "images_seen": self.images_seen, "seconds": round(self.seconds, 1), **last}
+                if fields is None:
+                    fields = ["step", "images_seen", "seconds", "l1", "mask", "id", "id_cross", "perceptual",
+                              "cycle", "adv_g", "fm", "adv_d", "total"]
+                new = not log_path.is_file()
+                with open(log_path, "a", newline="") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+                    if new:
+                        writer.writeheader()
+                    writer.writerow(row)
+                print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+            if self.step % cfg.sample_every == 0 or self.step == end:
+                self.write_samples(self.run_dir / "samples" / f"step_{self.step:06d}.png")
+            if self.step % cfg.checkpoint_every == 0 or self.step == end:
+                self.save()
+        return last

@@ -1,0 +1,1 @@
+"""Helpers and fixtures that run tests against a real ComfyUI server (see server.py)."""
