@@ -9,7 +9,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q --find-links /opt/wheels torch==2.13.0
-	$(PY) -m pip install -q -e .[test]
+	$(PY) -m pip install -q -e .[test,eval]
 	touch $@
 
 setup: $(VENV)/.installed

@@ -121,7 +121,7 @@ def mask_composite(original: torch.Tensor, processed: torch.Tensor, mask: torch.
     if edited.shape[0] not in (1, base.shape[0]):
         raise InputShapeError(f"processed has {edited.shape[0]} images but original has {base.shape[0]}: "
                               f"pass batches of the same length (or a single processed image).")
-    out = composite(base, edited.expand(base.shape[0], -1, -1, -1) if edited.shape[0] == 1 else edited,
+    out, _ = composite(base, edited.expand(base.shape[0], -1, -1, -1) if edited.shape[0] == 1 else edited,
                     mask_to_core(mask, base), feather, color_match)
     return (to_comfy(out),)
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fewshot_core.align import warp_to_crop
 from fewshot_core.embed.convert import convert_facenet_keras, extract_h5, keras_to_torch_names
 from fewshot_core.embed.embedder import CROP_SIZE, FACENET_TEMPLATE, FaceEmbedder, prewhiten
 from fewshot_core.embed.facenet import InceptionResnetV1
@@ -109,12 +110,10 @@ def _lfw_pairs(n_same: int, n_diff: int) -> tuple[list, list]:
 
 def _central_crops(paths: list[Path]) -> torch.Tensor:
     """Fixed LFW face window, resized to 160x160 (no detector needed)."""
-    from fewshot_core.embed.embedder import warp_faces
-
     images = torch.stack([load_image(p) for p in paths])
     h, w = images.shape[-2:]
     M = window_affine(fallback_window(h, w)).expand(len(paths), 2, 3)
-    return warp_faces(images, M, CROP_SIZE)
+    return warp_to_crop(images, M, CROP_SIZE)
 
 
 # ---------------------------------------------------------------- conversion

@@ -56,3 +56,56 @@ def test_smoke_training_checkpoints_resumes_and_exports(prepared, tmp_path):
     path = resumed.export(tmp_path / "gen.safetensors")
     generator = load_generator(path, device="cpu", dtype=torch.float32)
     assert generator.config.extra["steps"] == 5 and generator.config.resolution == 64
+
+
+def test_parser_structure_mode_trains_on_class_maps(prepared, tmp_path):
+    """Parser mode reads labels/<shard>.npz beside the shards; rows MediaPipe missed are left out."""
+    from fewshot_core.structure import landmark_structure_map
+
+    data, _ = prepared
+    labels = data / "labels"
+    labels.mkdir(exist_ok=True)
+    for shard in data.glob("*.npz"):
+        with np.load(shard) as content:
+            lm = torch.from_numpy(content["landmarks"])
+        maps = landmark_structure_map(lm, 64).argmax(1).numpy().astype(np.uint8)
+        found = np.ones(len(maps), dtype=bool)
+        found[0] = False
+        maps[0] = 255
+        np.savez(labels / shard.name, class_maps=maps, found=found)
+    cfg = TrainConfig.load("cpu_smoke", {"structure": "parser", "steps": 2})
+    trainer = Trainer(cfg, data, tmp_path / "run")
+    assert trainer.gen_config.structure == "parser" and trainer.gen_config.struct_channels == 12
+    assert trainer.data.class_maps is not None and trainer.data.class_maps.max() < 12
+    batch = trainer.data.batch(np.arange(4), trainer.device, np.random.default_rng(0))
+    soft = trainer.structure(batch)
+    assert soft.shape == (4, 12, 64, 64) and torch.allclose(soft.sum(1), torch.ones(4, 64, 64), atol=1e-5)
+    losses = trainer.train()
+    assert trainer.step == 2 and all(np.isfinite(v) for v in losses.values())
+
+
+def test_flip_mirrors_class_maps_and_swaps_sides(prepared):
+    from fewshot_core.parsing.classes import CLASS_INDEX
+    from fewshot_core.train.data import CLASS_FLIP
+
+    maps = torch.zeros(1, 8, 8, dtype=torch.long)
+    maps[0, 2, 1] = CLASS_INDEX["iris_l"]
+    flipped = CLASS_FLIP[maps.flip(-1)]
+    assert flipped[0, 2, 6] == CLASS_INDEX["iris_r"] and flipped.sum() == CLASS_INDEX["iris_r"]
+
+
+def test_pack_round_trip_keeps_only_training_rows(prepared, tmp_path):
+    from fewshot_core.train.pack import pack, unpack
+
+    data, _ = prepared
+    summary = pack(data, tmp_path / "pack.npz", max_mib=1.0, quality=90)
+    assert 0 < summary["rows"] <= summary["of"] and summary["mib"] <= 1.0
+    unpack(tmp_path / "pack.npz", tmp_path / "unpacked")
+    with np.load(tmp_path / "unpacked" / "packed_0000.npz") as shard:
+        crops = shard["crops"]
+        assert crops.shape[1:] == (64, 64, 3) and not shard["heldout"].any()
+        heldout_ids = set()
+        for original in data.glob("*.npz"):
+            with np.load(original) as o:
+                heldout_ids |= set(o["identities"][o["heldout"]].tolist())
+        assert not heldout_ids & set(shard["identities"].tolist())

@@ -64,29 +64,6 @@ def load_facenet(path: str | Path, device: str | torch.device = "cpu") -> Incept
     return net.to(device).eval()
 
 
-def warp_faces(images: torch.Tensor, M: torch.Tensor, size: int = CROP_SIZE) -> torch.Tensor:
-    """`align.warp_to_crop`, except that faces shrunk by more than 2x are first downsampled with an
-    antialiasing filter: a plain bilinear warp would alias (skip pixels) on large photos. Differentiable."""
-    scale = torch.linalg.det(M[:, :, :2].double()).abs().sqrt()  # crop px per image px
-    shrink = scale < 0.5
-    if not bool(shrink.any()):
-        return warp_to_crop(images, M, size)
-    out = images.new_zeros((images.shape[0], images.shape[1], size, size))
-    keep = torch.nonzero(~shrink).squeeze(1)
-    if keep.numel():
-        out[keep] = warp_to_crop(images[keep], M[keep], size)
-    h, w = images.shape[-2:]
-    for i in torch.nonzero(shrink).squeeze(1).tolist():
-        f = 2.0 * float(scale[i])  # leave 2x oversampling for the bilinear warp
-        hs, ws = max(1, round(h * f)), max(1, round(w * f))
-        small = F.interpolate(images[i : i + 1], size=(hs, ws), mode="bilinear", antialias=True, align_corners=False)
-        # small-image pixel centre x_s sits at x = (x_s + 0.5) * w / ws - 0.5 in the full image
-        up = torch.tensor([[w / ws, 0.0, 0.5 * w / ws - 0.5], [0.0, h / hs, 0.5 * h / hs - 0.5], [0.0, 0.0, 1.0]],
-                          dtype=M.dtype, device=M.device)
-        out[i] = warp_to_crop(small, (M[i] @ up)[None], size)[0]
-    return out
-
-
 class FaceEmbedder(nn.Module):
     """FaceNet (Sandberg 20170512-110547, 128-D) with prewhitening, alignment and optional flip averaging."""
 
@@ -144,7 +121,7 @@ class FaceEmbedder(nn.Module):
             )
         sources = images if image_index is None else images[image_index.to(images.device)]
         M = self.crop_affines(landmarks.to(images.device))
-        return warp_faces(sources.float(), M, CROP_SIZE)
+        return warp_to_crop(sources.float(), M, CROP_SIZE)
 
     def embed_faces(
         self, images: torch.Tensor, landmarks: torch.Tensor, image_index: torch.Tensor | None = None

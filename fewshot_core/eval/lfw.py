@@ -23,14 +23,15 @@ import torch
 from PIL import Image
 
 from ..detect import FaceDetector
-from ..embed.embedder import CROP_SIZE, FaceEmbedder, warp_faces
-from ..paths import PACKAGE_ROOT, model_dir
+from ..align import warp_to_crop
+from ..embed.embedder import CROP_SIZE, FaceEmbedder
+from ..errors import FewShotError
+from ..models.fetch import require_part
+from ..paths import PACKAGE_ROOT
 
 MARGIN = 32  # Sandberg's LFW alignment: --margin 32 (source pixels, half on each side), --image_size 160
 # Where LFW's 250x250 images hold the face when the detector finds none (median MTCNN box, as fractions).
-FALLBACK_BOX = (0.312, 0.290, 0.688, 0.758)
-DETECTOR_FILE = "mtcnn.safetensors"
-EMBEDDER_FILE = "facenet_inception_resnet_v1_128.safetensors"
+FALLBACK_BOX = (0.306, 0.255, 0.680, 0.751)
 
 
 def default_data_dir() -> Path:
@@ -179,7 +180,7 @@ def crop_faces(embedder: FaceEmbedder, images: list[torch.Tensor], faces: list[F
             M = embedder.crop_affines(face.landmarks[None])[0]
         else:
             M = window_affine(margin_box(face.box, h, w))
-        crops.append(warp_faces(img[None], M[None], CROP_SIZE))
+        crops.append(warp_to_crop(img[None], M[None].to(img), CROP_SIZE))
     return torch.cat(crops)
 
 
@@ -223,7 +224,8 @@ def measure_template(detector: FaceDetector, data: Path, count: int, exclude: se
     return torch.stack(fractions).mean(0), len(fractions)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry; prints the report and, as its last line, a JSON summary. Returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m fewshot_core.eval.lfw", description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=0, help="use about N pairs spread over the 10 folds (0: all 6000)")
     parser.add_argument("--flip", action="store_true", help="average the embeddings of each crop and its mirror")
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="5-point similarity alignment onto FACENET_TEMPLATE (default), or MTCNN box + 32 px margin")
     parser.add_argument("--no-detect", action="store_true", help="skip detection: fixed central crop for every image")
     parser.add_argument("--data", type=Path, default=None, help="folder holding lfw/ and lfw_pairs.txt")
-    parser.add_argument("--models", type=Path, default=None, help="folder of the converted model files")
+    parser.add_argument("--models", type=Path, default=None, help="folder of the converted model files (default: the model folder)")
     parser.add_argument("--measure-template", type=int, default=0, metavar="N",
                         help="instead: print FACENET_TEMPLATE measured on N LFW images outside the pairs")
     parser.add_argument("--batch", type=int, default=16)
@@ -241,12 +243,18 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
 
     data = args.data or default_data_dir()
-    models = args.models or model_dir()
+    if not (data / "lfw_pairs.txt").is_file():
+        print(f"No LFW data at {data} (lfw_pairs.txt and lfw/); pass --data or set FEWSHOT_DATA_DIR.", file=sys.stderr)
+        return 2
     all_pairs = read_pairs(data / "lfw_pairs.txt")
     pairs = subset_pairs(all_pairs, args.pairs) if args.pairs else all_pairs
     names = sorted({p.left for p in pairs} | {p.right for p in pairs})
     if args.measure_template:
-        detector = FaceDetector.from_file(models / DETECTOR_FILE)
+        try:
+            detector = FaceDetector.from_file(require_part("mtcnn", args.models))
+        except FewShotError as exc:
+            print(exc, file=sys.stderr)
+            return 2
         exclude = {p.left for p in all_pairs} | {p.right for p in all_pairs}
         template, found = measure_template(detector, data, args.measure_template, exclude)
         print(f"mean landmark positions in box + {MARGIN} px margin windows, {found} faces:")
@@ -254,10 +262,14 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"        [{x:.4f}, {y:.4f}],  # {what}")
         summary = {"benchmark": "lfw_template", "faces": found, "template": [[round(v, 4) for v in r] for r in template.tolist()]}
         print(json.dumps(summary))
-        return summary
+        return 0
 
-    embedder = FaceEmbedder.from_file(models / EMBEDDER_FILE, flip=args.flip)
-    detector = None if args.no_detect else FaceDetector.from_file(models / DETECTOR_FILE)
+    try:
+        embedder = FaceEmbedder.from_file(require_part("facenet", args.models), flip=args.flip)
+        detector = None if args.no_detect else FaceDetector.from_file(require_part("mtcnn", args.models))
+    except FewShotError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     start = time.time()
     embs, no_face = embed_images([data / n for n in names], embedder, detector, args.crop, args.batch)
     seconds = time.time() - start
@@ -281,8 +293,8 @@ def main(argv: list[str] | None = None) -> dict:
         "threshold_mean": round(float(thrs.mean()), 4), "no_face": no_face, "seconds": round(seconds, 1),
     }
     print(json.dumps(summary))
-    return summary
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,6 +14,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 class TrainConfig:
     name: str = "run"
     resolution: int = 128
+    structure: str = "landmarks"  # "parser": train on MediaPipe-rendered class maps (the parser distils the same)
     generator: dict[str, Any] = field(default_factory=dict)  # GeneratorConfig overrides
     datasets: list[str] = field(default_factory=lambda: ["lfw", "celeba299", "utkface"])
     max_images: int | None = None
@@ -25,7 +26,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 2
-    bf16: bool = True  # autocast on CUDA only
+    bf16: bool = True  # bf16 autocast (CUDA, and CPUs with AVX-512 BF16 / AMX)
     # The first half of each batch reconstructs the source, the second half takes another identity.
     cross_fraction: float = 0.5
     mix_prob: float = 0.3  # cross targets mixed from two identities with Beta(mix_beta, mix_beta)

@@ -23,11 +23,12 @@ from ..generator.degrade import random_degrade
 from ..imageio import save_image
 from ..models import require_part
 from ..paths import cache_root
+from ..parsing.classes import PARSE_CLASSES
 from ..structure import LandmarkStructureMapper
 from ..structure_preview import colorize_structure
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import Batch, PreparedFaces
+from .data import Batch, PreparedFaces, soft_class_maps
 from .discriminator import MultiScaleDiscriminator
 from .losses import (facenet_features, feature_matching_loss, hinge_d_loss, hinge_g_loss, identity_loss,
                      perceptual_loss)
@@ -37,6 +38,21 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+class LabelStructure:
+    """Stands in for the parser during training: the MediaPipe-rendered maps it is distilled from."""
+
+    name = "parser"
+    channels = PARSE_CLASSES
+
+
+def cpu_bf16_supported() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def run_dir_for(name: str) -> Path:
@@ -54,10 +70,11 @@ class Trainer:
         self.torch_rng = torch.Generator(device="cpu").manual_seed(cfg.seed)
         self.run_dir = run_dir or run_dir_for(cfg.name)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.data = PreparedFaces(data_dir, "train", tuple(cfg.datasets), cfg.max_images, cfg.seed)
+        self.data = PreparedFaces(data_dir, "train", tuple(cfg.datasets), cfg.max_images, cfg.seed,
+                                  with_labels=cfg.structure == "parser")
         if self.data.resolution != cfg.resolution:
             raise ValueError(f"prepared data is {self.data.resolution} px but the config asks for {cfg.resolution}")
-        self.mapper = LandmarkStructureMapper()
+        self.mapper = LabelStructure() if cfg.structure == "parser" else LandmarkStructureMapper()
         self.gen_config = GeneratorConfig.for_mapper(self.mapper, resolution=cfg.resolution, **cfg.generator)
         self.generator = FewShotGenerator(self.gen_config).to(self.device).train()
         self.discriminator = MultiScaleDiscriminator(cfg.disc_scales, cfg.disc_channels).to(self.device).train()
@@ -75,7 +92,7 @@ class Trainer:
             self.torch_rng.manual_seed(cfg.seed * 1_000_003 + self.step)
         self.sample_index = np.random.default_rng(cfg.seed + 1).choice(len(self.data), 6, replace=False)
         self.sample_targets = np.random.default_rng(cfg.seed + 2).choice(len(self.data), 6, replace=False)
-        self.autocast = self.device.type == "cuda" and cfg.bf16
+        self.autocast = cfg.bf16 and (self.device.type == "cuda" or cpu_bf16_supported())
 
     def _modules(self) -> dict[str, torch.nn.Module]:
         return {"generator": self.generator, "discriminator": self.discriminator}
@@ -104,13 +121,17 @@ class Trainer:
             codes[torch.from_numpy(mix)] = mixed
         return codes.to(self.device), others
 
-    def generate(self, crops: torch.Tensor, landmarks: torch.Tensor, codes: torch.Tensor, degrade: bool = True):
-        structure = self.mapper(crops, landmarks)
+    def structure(self, batch: Batch) -> torch.Tensor:
+        if batch.class_maps is not None:
+            return soft_class_maps(batch.class_maps, len(self.mapper.channels))
+        return self.mapper(batch.crops, batch.landmarks)
+
+    def generate(self, crops: torch.Tensor, structure: torch.Tensor, codes: torch.Tensor, degrade: bool = True):
         source = random_degrade(crops, self.torch_rng) if degrade else crops
-        with torch.autocast("cuda", torch.bfloat16, enabled=self.autocast):
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
             rgb, mask = self.generator(source, structure, codes)
         rgb, mask = rgb.float(), mask.float()
-        return mask * rgb + (1 - mask) * crops, rgb, mask, structure
+        return mask * rgb + (1 - mask) * crops, rgb, mask
 
     # --------------------------------------------------------------------- step
     def train_step(self, batch: Batch) -> dict[str, float]:
@@ -125,13 +146,14 @@ class Trainer:
         codes = torch.cat([rec_codes, cross_codes])
         id_targets = torch.cat([batch.own_embedding[:n_rec], cross_codes])
 
-        comp, rgb, mask, structure = self.generate(x, lm, codes)
+        structure = self.structure(batch)
+        comp, rgb, mask = self.generate(x, structure, codes)
         face = 1 - structure[:, :1]
         use_adv = self.step >= cfg.adv_start and cfg.w_adv > 0
         losses: dict[str, torch.Tensor] = {}
         losses["l1"] = ((rgb[:n_rec] - x[:n_rec]).abs() * (0.2 + face[:n_rec])).mean()
         losses["mask"] = F.binary_cross_entropy(mask.clamp(1e-4, 1 - 1e-4), face.clamp(0, 1))
-        with torch.autocast("cuda", torch.bfloat16, enabled=self.autocast):
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
             emb, feats = facenet_features(self.embedder, self.embedder.align(comp, lm))
             with torch.no_grad():
                 _, real_feats = facenet_features(self.embedder, self.embedder.align(x[:n_rec], lm[:n_rec]))
@@ -139,10 +161,10 @@ class Trainer:
         losses["id_cross"] = identity_loss(emb[n_rec:].float(), cross_codes).detach()
         losses["perceptual"] = perceptual_loss([f[:n_rec].float() for f in feats], [f.float() for f in real_feats])
         if cfg.w_cycle > 0 and n_cross:
-            back, _, _, _ = self.generate(comp[n_rec:], lm[n_rec:], batch.own_embedding[n_rec:])
+            back, _, _ = self.generate(comp[n_rec:], structure[n_rec:], batch.own_embedding[n_rec:])
             losses["cycle"] = ((back - x[n_rec:]).abs() * (0.2 + face[n_rec:])).mean()
         if use_adv:
-            with torch.autocast("cuda", torch.bfloat16, enabled=self.autocast):
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
                 fake_out = self.discriminator(comp)
                 with torch.no_grad():
                     real_out = self.discriminator(x[:n_rec])
@@ -156,7 +178,7 @@ class Trainer:
         total.backward()
         self.opt_g.step()
         if use_adv:
-            with torch.autocast("cuda", torch.bfloat16, enabled=self.autocast):
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
                 real_logits = [o[0].float() for o in self.discriminator(x)]
                 fake_logits = [o[0].float() for o in self.discriminator(comp.detach())]
             d_loss = hinge_d_loss(real_logits, fake_logits)
@@ -174,7 +196,7 @@ class Trainer:
         self.generator.eval()
         batch = self.data.batch(self.sample_index, self.device, np.random.default_rng(0), flip=False)
         target = self.data.batch(self.sample_targets, self.device, np.random.default_rng(0), flip=False)
-        structure = self.mapper(batch.crops, batch.landmarks)
+        structure = self.structure(batch)
         from ..generator import degrade_for_inference
 
         degraded = degrade_for_inference(batch.crops, self.gen_config)

@@ -114,15 +114,6 @@ class ComfyServer:
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
-    def log_excerpt(self, needle: str, before: int = 40, after: int = 3) -> str:
-        """Lines around the last log line containing `needle` (the log tail if none does)."""
-        lines = self.log_text().splitlines()
-        hits = [i for i, line in enumerate(lines) if needle in line]
-        if not hits:
-            return self.log_tail()
-        i = hits[-1]
-        return "\n".join(lines[max(0, i - before): i + after + 1])
-
     def import_error(self, pack: str) -> str | None:
         """The traceback and message ComfyUI logged for custom node pack folder `pack`, if it failed."""
         lines = self.log_text().splitlines()

@@ -1,0 +1,246 @@
+"""Face parser: network shapes, safetensors I/O and its errors, the structure mapper, training parts,
+and (when the shipped weights exist) a quality smoke check on real held-out photos."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from fewshot_core.errors import ModelFileMissingError, WeightsMismatchError
+from fewshot_core.parsing.classes import CLASS_INDEX, FLIP_PERMUTATION, IGNORE_INDEX, NUM_CLASSES, PARSE_CLASSES
+from fewshot_core.parsing.mapper import ParserStructureMapper, default_parser_path
+from fewshot_core.parsing.network import (
+    FaceParser,
+    ParserConfig,
+    count_parameters,
+    iris_centres_from_probs,
+    load_parser,
+    save_parser,
+)
+from fewshot_core.parsing.train import LabelDataError, augment, load_labelled, parsing_loss
+from fewshot_core.structure import StructureMapper
+
+SMALL = ParserConfig(widths=(8, 16, 16, 32), blocks=(0, 1, 1, 1), full_res=4)
+
+
+def _random_parser(cfg: ParserConfig = SMALL, seed: int = 0) -> FaceParser:
+    torch.manual_seed(seed)
+    model = FaceParser(cfg)
+    with torch.no_grad():  # non-trivial BN statistics, and fp16-exact weights so a saved file round-trips exactly
+        for name, t in model.state_dict().items():
+            if name.endswith("running_mean"):
+                t.normal_(0, 0.1)
+            elif name.endswith("running_var"):
+                t.uniform_(0.5, 1.5)
+        for p in model.parameters():
+            p.copy_(p.half().float())
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def parser_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("parser") / "parser.safetensors"
+    model = _random_parser()
+    save_parser(model, path)
+    return path, model
+
+
+@pytest.mark.parametrize("side", [128, 64, 100])
+def test_parser_logits_shape_any_side(side):
+    model = _random_parser()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, side, side))
+    assert out.shape == (2, NUM_CLASSES, side, side) and out.dtype == torch.float32
+    assert bool(torch.isfinite(out).all())
+
+
+def test_default_parser_is_small():
+    n = count_parameters(FaceParser())
+    assert 50_000 < n <= 3_000_000
+
+
+def test_parser_sees_the_pixels_at_full_resolution():
+    """Changing one input pixel changes the logits at that pixel (the head is not a blurry upsample)."""
+    model = _random_parser()
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    y = x.clone()
+    y[0, :, 31, 33] = 1.0 - y[0, :, 31, 33]
+    with torch.no_grad():
+        d = (model(x) - model(y)).abs().sum(1)[0]
+    assert float(d[31, 33]) > 0
+    assert float(d[0, 0]) < float(d[31, 33])
+
+
+def test_save_load_roundtrip_is_exact(parser_file):
+    path, model = parser_file
+    loaded = load_parser(path)
+    assert loaded.config == model.config and not loaded.training
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_missing_file_names_the_path(tmp_path):
+    path = tmp_path / "nowhere" / "parser.safetensors"
+    with pytest.raises(ModelFileMissingError, match="nowhere/parser.safetensors"):
+        load_parser(path)
+
+
+def test_foreign_files_are_refused(tmp_path, parser_file):
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(WeightsMismatchError, match="garbage.safetensors"):
+        load_parser(garbage)
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(3)}, str(other), metadata={"format": "fewshot-generator-v1"})
+    with pytest.raises(WeightsMismatchError, match="not a fewshot face-parser file"):
+        load_parser(other)
+    # Right format tag, wrong tensors: one missing, one with another shape.
+    path, model = parser_file
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state.pop("head.3.bias")
+    state["stem.0.weight"] = torch.zeros(3, 3, 3, 3)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    broken = tmp_path / "broken.safetensors"
+    save_file(state, str(broken), metadata=meta)
+    with pytest.raises(WeightsMismatchError, match="missing"):
+        load_parser(broken)
+
+
+def test_mapper_is_a_structure_mapper_with_softmax_maps(parser_file):
+    path, _ = parser_file
+    mapper = ParserStructureMapper.from_file(path)
+    assert isinstance(mapper, StructureMapper)
+    assert mapper.name == "parser" and list(mapper.channels) == PARSE_CLASSES
+    for side in (128, 96):
+        crops = torch.rand(2, 3, side, side)
+        maps = mapper(crops, torch.zeros(2, 5, 2))
+        assert maps.shape == (2, len(mapper.channels), side, side)
+        assert float(maps.min()) >= 0.0
+        torch.testing.assert_close(maps.sum(1), torch.ones(2, side, side))
+    centres = mapper.iris_centres(torch.rand(3, 3, 64, 64))
+    assert centres.shape == (3, 2, 2) and bool(torch.isfinite(centres).all())
+
+
+def test_mapper_output_can_feed_a_trained_layer(parser_file):
+    """The maps must be usable inside a training graph (no inference-mode tensors)."""
+    mapper = ParserStructureMapper.from_file(parser_file[0])
+    maps = mapper(torch.rand(1, 3, 32, 32), torch.zeros(1, 5, 2))
+    conv = torch.nn.Conv2d(NUM_CLASSES, 2, 3, padding=1)
+    conv(maps).sum().backward()
+    assert conv.weight.grad is not None
+
+
+def test_iris_centroid_recovers_disc_centres():
+    probs = torch.zeros(1, NUM_CLASSES, 64, 64)
+    probs[:, 0] = 1.0
+    ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    for name, (cx, cy) in (("iris_l", (20.3, 30.6)), ("iris_r", (44.8, 29.2))):
+        disc = ((xs - cx) ** 2 + (ys - cy) ** 2 <= 9.0).float()
+        probs[0, CLASS_INDEX[name]] = disc
+        probs[0, 0] -= disc
+    k = CLASS_INDEX
+    c = iris_centres_from_probs(probs, k["iris_l"], k["iris_r"], k["eye_l"], k["eye_r"])[0]
+    torch.testing.assert_close(c, torch.tensor([[20.3, 30.6], [44.8, 29.2]]), atol=0.3, rtol=0)
+
+
+def test_augment_flip_swaps_left_and_right_classes():
+    """With no geometric jitter a sample is either unchanged or mirrored with left/right classes swapped."""
+    maps = torch.zeros(8, 32, 32, dtype=torch.long)
+    maps[:, 10:14, 4:10] = CLASS_INDEX["eye_l"]
+    maps[:, 10:14, 22:28] = CLASS_INDEX["eye_r"]
+    maps[:, 12, 6] = CLASS_INDEX["iris_l"]
+    maps[:, 28:, :] = IGNORE_INDEX
+    crops = torch.rand(8, 3, 32, 32)
+    _, out = augment(crops, maps, torch.Generator().manual_seed(3), strength=0.0)
+    mirrored = torch.tensor(FLIP_PERMUTATION + [0] * (256 - NUM_CLASSES))[maps.flip(-1).clamp(max=255)]
+    mirrored[maps.flip(-1) == IGNORE_INDEX] = IGNORE_INDEX
+    same = (out == maps).flatten(1).all(1)
+    flipped = (out == mirrored).flatten(1).all(1)
+    assert bool((same | flipped).all()) and bool(same.any()) and bool(flipped.any())
+    assert int((out[flipped] == CLASS_INDEX["iris_r"]).sum()) == int(flipped.sum())
+
+
+def test_loss_ignores_unlabelled_pixels():
+    target = torch.full((1, 16, 16), IGNORE_INDEX, dtype=torch.long)
+    target[0, :8] = CLASS_INDEX["skin"]
+    logits = torch.randn(1, NUM_CLASSES, 16, 16, generator=torch.Generator().manual_seed(0))
+    changed = logits.clone()
+    changed[0, :, 8:] += 5 * torch.randn(NUM_CLASSES, 8, 16)
+    a, _ = parsing_loss(logits, target)
+    b, _ = parsing_loss(changed, target)
+    torch.testing.assert_close(a, b)
+    c, _ = parsing_loss(logits + 3 * torch.nn.functional.one_hot(target.clamp(max=11), NUM_CLASSES)
+                        .permute(0, 3, 1, 2), target)
+    assert float(c) < float(a)
+
+
+def _write_shard(folder, name, n, heldout, found, rows_in_labels=None):
+    crops = np.random.default_rng(0).integers(0, 255, (n, 16, 16, 3), dtype=np.uint8)
+    paths = np.array([f"lfw/P{i}/P{i}_0001.jpg" for i in range(n)])
+    np.savez(folder / f"{name}.npz", crops=crops, landmarks=np.zeros((n, 5, 2), np.float32), paths=paths,
+             heldout=np.array(heldout))
+    m = rows_in_labels or n
+    (folder / "labels").mkdir(exist_ok=True)
+    np.savez(folder / "labels" / f"{name}.npz", class_maps=np.full((m, 16, 16), 1, np.uint8),
+             iris_centres=np.zeros((m, 2, 2), np.float32), found=np.array(found[:m]), paths=paths[:m])
+
+
+def test_load_labelled_keeps_one_side_of_the_split_and_found_faces(tmp_path):
+    _write_shard(tmp_path, "lfw_0000", 6, [False, False, True, False, True, False],
+                 [True, False, True, True, True, True])
+    train = load_labelled(tmp_path / "labels")
+    held = load_labelled(tmp_path / "labels", heldout=True)
+    assert list(train.paths) == ["lfw/P0/P0_0001.jpg", "lfw/P3/P3_0001.jpg", "lfw/P5/P5_0001.jpg"]
+    assert len(held) == 2 and train.crops.shape == (3, 16, 16, 3) and train.maps.shape == (3, 16, 16)
+    _write_shard(tmp_path, "lfw_0001", 4, [False] * 4, [True] * 4, rows_in_labels=3)
+    with pytest.raises(LabelDataError, match="relabel"):
+        load_labelled(tmp_path / "labels")
+
+
+# --- the shipped weights on real held-out photos ---------------------------------------------------
+
+shipped = pytest.mark.skipif(not default_parser_path().is_file(), reason="weights/parser_128.safetensors not trained yet")
+
+
+@shipped
+def test_shipped_parser_is_small_and_loads_by_default():
+    mapper = ParserStructureMapper.from_default(device="cpu")
+    assert count_parameters(mapper.parser) <= 3_000_000
+    assert mapper.parser.config.resolution == 128
+
+
+@shipped
+def test_shipped_parser_finds_eyes_and_face_on_heldout_photos(data_root, swap_model):
+    """On held-out LFW photos aligned like the pipeline does, each iris class is found near its eye landmark."""
+    from fewshot_core.align import SWAP_TEMPLATE, align_faces, transform_points
+    from fewshot_core.eval.split import load_heldout
+    from fewshot_core.imageio import load_image
+
+    people = sorted(i.split("/", 1)[1] for i in load_heldout() if i.startswith("lfw/"))[:4]
+    images = torch.cat([load_image(data_root / "lfw" / p / f"{p}_0001.jpg") for p in people])
+    dets = swap_model.detect(images)
+    landmarks = torch.stack([d.landmarks[0] for d in dets])
+    aligned = align_faces(images, landmarks, SWAP_TEMPLATE, 128)
+    eyes = transform_points(landmarks, aligned.matrices)[:, :2]            # [B,2,2] crop px
+    mapper = ParserStructureMapper.from_default()
+    maps = mapper(aligned.crops, transform_points(landmarks, aligned.matrices))
+    classes = maps.argmax(1)
+    iod = (eyes[:, 0] - eyes[:, 1]).norm(dim=-1)
+    centres = mapper.iris_centres(aligned.crops)
+    for b in range(len(people)):
+        for side, name in enumerate(("iris_l", "iris_r")):
+            assert int((classes[b] == CLASS_INDEX[name]).sum()) >= 4, (people[b], name)
+            err = float((centres[b, side] - eyes[b, side]).norm())
+            assert err < 0.2 * float(iod[b]), (people[b], name, err, float(iod[b]))
+        nose = landmarks.new_tensor(transform_points(landmarks, aligned.matrices)[b, 2]).round().long()
+        window = classes[b, nose[1] - 2:nose[1] + 3, nose[0] - 2:nose[0] + 3]
+        assert int((window == CLASS_INDEX["nose"]).sum()) >= 13, people[b]
+        assert float(maps[b, CLASS_INDEX["background"], :4, :4].mean()) > 0.5   # corners are not face
