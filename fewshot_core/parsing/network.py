@@ -14,6 +14,7 @@ Files: safetensors with the state dict (fp16 by default) and metadata
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
@@ -36,9 +37,9 @@ CONFIG_KEY = "parser_config"
 class ParserConfig:
     """Everything needed to rebuild the network; stored inside the weights file."""
 
-    widths: tuple[int, ...] = (16, 32, 64, 128)   # channels at 1/2, 1/4, 1/8, 1/16 resolution
-    blocks: tuple[int, ...] = (0, 1, 2, 3)        # residual blocks after each downsampling
-    full_res: int = 8                             # head channels per output pixel (x4 at half resolution)
+    widths: tuple[int, ...] = (32, 64, 128, 256)  # channels at 1/2, 1/4, 1/8, 1/16 resolution
+    blocks: tuple[int, ...] = (1, 3, 4, 4)        # residual blocks after each downsampling
+    full_res: int = 12                            # head channels per output pixel (x4 at half resolution)
     classes: tuple[str, ...] = field(default_factory=lambda: tuple(PARSE_CLASSES))
     resolution: int = 128                         # crop side the weights were trained at
 
@@ -156,6 +157,31 @@ class FaceParser(nn.Module):
         return logits[..., :h, :w]
 
 
+@torch.no_grad()
+def fuse_batchnorm(model: FaceParser) -> FaceParser:
+    """A copy of an eval-mode parser with every BatchNorm folded into the convolution before it.
+
+    Same outputs (up to float rounding), a third fewer ops per forward: at batch 1 on CPU the
+    per-op overhead is a good part of the ~5 ms. Inference only: the copy cannot be trained or saved.
+    """
+    fused = copy.deepcopy(model).eval()
+    for seq in fused.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        for i in range(len(seq) - 1):
+            conv, bn = seq[i], seq[i + 1]
+            if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+                continue
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+            new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                            conv.dilation, conv.groups, bias=True).to(conv.weight)
+            new.weight.copy_(conv.weight * scale[:, None, None, None])
+            new.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+            seq[i], seq[i + 1] = new, nn.Identity()
+    return fused
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -243,5 +269,5 @@ def read_parser_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
-__all__ = ["FaceParser", "ParserConfig", "load_parser", "save_parser", "count_parameters",
+__all__ = ["FaceParser", "ParserConfig", "load_parser", "save_parser", "count_parameters", "fuse_batchnorm",
            "iris_centres_from_probs", "read_parser_metadata", "NUM_CLASSES"]

@@ -32,7 +32,7 @@ from torch import Tensor
 from ..errors import FewShotError
 from ..paths import cache_root
 from .classes import FLIP_PERMUTATION, IGNORE_INDEX, NUM_CLASSES, PARSE_CLASSES
-from .network import FaceParser, ParserConfig, count_parameters, save_parser
+from .network import FaceParser, ParserConfig, count_parameters, load_parser, read_parser_metadata, save_parser
 
 DEFAULT_RUN_DIR = cache_root() / "runs" / "parser"
 
@@ -115,8 +115,10 @@ _FLIP_LUT = torch.arange(256)
 _FLIP_LUT[:NUM_CLASSES] = torch.tensor(FLIP_PERMUTATION)
 
 
-def augment(crops: Tensor, maps: Tensor, gen: torch.Generator, strength: float = 1.0) -> tuple[Tensor, Tensor]:
-    """Random geometry (shift/rotate/scale, flip) on crops [B,3,R,R] float and maps [B,R,R] long, then colour."""
+def augment(crops: Tensor, maps: Tensor, gen: torch.Generator, strength: float = 1.0,
+            blur_p: float = 0.3) -> tuple[Tensor, Tensor]:
+    """Random geometry (shift/rotate/scale scaled by `strength`, flip) on crops [B,3,R,R] float and
+    maps [B,R,R] long, then colour, and a down-up resize on a `blur_p` share of the batch."""
     b, _, r, _ = crops.shape
 
     def u(lo: float, hi: float, *shape: int) -> Tensor:
@@ -146,7 +148,7 @@ def augment(crops: Tensor, maps: Tensor, gen: torch.Generator, strength: float =
     crops = mean + (crops - mean) * u(0.7, 1.3)[:, None, None, None]
     crops = crops * u(0.7, 1.3)[:, None, None, None] * u(0.92, 1.08, b, 3)[:, :, None, None]
     crops = crops.clamp(0, 1) ** torch.exp(u(-0.25, 0.25))[:, None, None, None]
-    blur = torch.rand(b, generator=gen) < 0.3
+    blur = torch.rand(b, generator=gen) < blur_p
     if bool(blur.any()):
         side = int(torch.randint(40, 100, (1,), generator=gen))
         small = F.interpolate(crops[blur], size=(side, side), mode="bilinear", antialias=True, align_corners=False)
@@ -249,22 +251,28 @@ def train(args: argparse.Namespace) -> dict:
     steps_per_epoch = n // args.batch
     if steps_per_epoch == 0:
         raise LabelDataError(f"only {n} training faces, fewer than one batch of {args.batch}.")
-    total = steps_per_epoch * args.epochs
+    total = args.steps or steps_per_epoch * args.epochs
+    epochs = round(total / steps_per_epoch, 2)
     cfg = ParserConfig(widths=tuple(args.widths), blocks=tuple(args.blocks), full_res=args.head,
                        resolution=int(faces.crops.shape[1]))
     model = FaceParser(cfg)
+    if args.init is not None:  # fine-tune: the architecture comes from the file, not from the flags
+        model = load_parser(args.init).train()
+        cfg = model.config
     freq = class_frequencies(faces.maps)
     weights = class_weights(freq, args.class_weight_power) if args.class_weight_power else None
-    with torch.no_grad():  # start from the class priors: no early steps spent learning how rare irises are
-        model.head[-1].bias.copy_(freq.clamp_min(1e-6).log().repeat_interleave(4))
+    if args.init is None:
+        with torch.no_grad():  # start from the class priors: no early steps spent learning how rare irises are
+            model.head[-1].bias.copy_(freq.clamp_min(1e-6).log().repeat_interleave(4))
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoint.pt"
-    signature = {"config": cfg.to_dict(), "train_faces": n, "batch": args.batch, "epochs": args.epochs,
+    signature = {"config": cfg.to_dict(), "train_faces": n, "batch": args.batch, "steps": total,
                  "seed": args.seed, "lr": args.lr,
-                 "dice": args.dice, "class_weight_power": args.class_weight_power}
+                 "dice": args.dice, "class_weight_power": args.class_weight_power,
+                 "init": str(args.init), "aug_strength": args.aug_strength, "blur": args.blur}
     step = 0
     if ckpt_path.is_file() and not args.fresh:
         ckpt = torch.load(ckpt_path, weights_only=True)
@@ -275,8 +283,8 @@ def train(args: argparse.Namespace) -> dict:
             print(f"resumed from {ckpt_path} at step {step}/{total}", flush=True)
         else:
             print(f"ignoring {ckpt_path}: it is from a run with other settings (pass --fresh to silence)", flush=True)
-    print(f"parser: {count_parameters(model)} parameters, {n} training faces, {args.epochs} epochs x "
-          f"{steps_per_epoch} steps of {args.batch}, {torch.get_num_threads()} thread(s)", flush=True)
+    print(f"parser: {count_parameters(model)} parameters, {n} training faces, {total} steps of {args.batch} "
+          f"({epochs} epochs of {steps_per_epoch} steps), {torch.get_num_threads()} thread(s)", flush=True)
 
     def save_checkpoint() -> None:
         tmp = ckpt_path.with_suffix(".tmp")
@@ -293,7 +301,7 @@ def train(args: argparse.Namespace) -> dict:
         idx = order[within * args.batch:(within + 1) * args.batch]
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         crops, maps = _batch(faces, idx)
-        crops, maps = augment(crops, maps, gen)
+        crops, maps = augment(crops, maps, gen, args.aug_strength, args.blur)
         crops = crops.contiguous(memory_format=torch.channels_last)   # ~25% faster convolutions on CPU
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, args.lr, args.warmup)
@@ -321,7 +329,7 @@ def train(args: argparse.Namespace) -> dict:
             return {"stopped": True, "step": step, "total_steps": total}
 
     model.eval()
-    result = {"out": str(args.out), "parameters": count_parameters(model), "train_faces": n, "epochs": args.epochs,
+    result = {"out": str(args.out), "parameters": count_parameters(model), "train_faces": n, "epochs": epochs,
               "steps": total, "batch": args.batch, "seconds": round(time.time() - started)}
     if val is not None:
         miou, per_class = mean_iou(model, val)
@@ -330,7 +338,11 @@ def train(args: argparse.Namespace) -> dict:
         print(f"held-out subset ({len(val)} faces, monitoring only): mIoU {miou:.4f}", flush=True)
     meta = {"training": json.dumps({k: result[k] for k in ("train_faces", "epochs", "steps", "batch")}
                                    | {"seed": args.seed, "lr": args.lr, "dice": args.dice,
-                                      "class_weight_power": args.class_weight_power})}
+                                      "class_weight_power": args.class_weight_power,
+                                      "init": str(args.init), "aug_strength": args.aug_strength,
+                                      "blur": args.blur})}
+    if args.init is not None:
+        meta["init_training"] = read_parser_metadata(args.init).get("training", "")
     save_parser(model, args.out, dtype=torch.float16, extra_metadata=meta)
     return result
 
@@ -341,16 +353,20 @@ def build_argparser() -> argparse.ArgumentParser:
     ap.add_argument("--shards", type=Path, default=None, help="folder of prepared shards (default: --labels/..)")
     ap.add_argument("--out", required=True, type=Path, help="output weights (.safetensors, fp16)")
     ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=None, help="total steps (overrides --epochs; may end mid-epoch)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--warmup", type=int, default=100)
-    ap.add_argument("--dice", type=float, default=0.5, help="weight of the Dice term (0 = cross-entropy only)")
+    ap.add_argument("--dice", type=float, default=1.0, help="weight of the Dice term (0 = cross-entropy only)")
     ap.add_argument("--class-weight-power", type=float, default=0.5,
                     help="cross-entropy class weights (freq/median)^-power, clipped to [0.1, 10]; 0 = unweighted")
     ap.add_argument("--widths", type=int, nargs=4, default=list(ParserConfig().widths))
     ap.add_argument("--blocks", type=int, nargs=4, default=list(ParserConfig().blocks))
     ap.add_argument("--head", type=int, default=ParserConfig().full_res, help="head channels per output pixel")
+    ap.add_argument("--aug-strength", type=float, default=1.0, help="scale of the shift/rotate/scale jitter")
+    ap.add_argument("--blur", type=float, default=0.3, help="share of each batch blurred by a down-up resize")
+    ap.add_argument("--init", type=Path, default=None, help="start from these parser weights (fine-tune)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--limit", type=int, default=None, help="at most this many training faces")
