@@ -240,10 +240,16 @@ def _apply_affine(points: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
 
 
 def _structure_mapper_for(generator: FewShotGenerator | None, model_dir: Path | None, device) -> StructureMapper:
-    """The structure mapper the generator was trained with (recorded in its config)."""
-    kind = getattr(getattr(generator, "config", None), "structure", "landmarks") if generator else "landmarks"
-    if kind == "parser":
-        from .parsing.mapper import ParserStructureMapper  # the parser's own module, once it ships
+    """The structure mapper the generator was trained with (its config records the mapper's name).
 
-        return ParserStructureMapper.from_default(device=device)
-    return LandmarkStructureMapper()
+    Without a generator (detect/encode/preview only) the parser is used when its weights ship.
+    """
+    from .parsing.mapper import ParserStructureMapper, default_parser_path
+
+    if generator is None:
+        return ParserStructureMapper.from_default(device=device) if default_parser_path().is_file() \
+            else LandmarkStructureMapper()
+    mapper = ParserStructureMapper.from_default(device=device) if generator.config.structure == "parser" \
+        else LandmarkStructureMapper()
+    generator.config.check_mapper(mapper)
+    return mapper

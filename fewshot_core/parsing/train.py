@@ -1,6 +1,7 @@
 """Train the face parser on MediaPipe-rendered class maps (distillation).
 
-    python -m fewshot_core.parsing.train --labels DIR --out weights/parser_128.safetensors [--epochs E]
+    python -m fewshot_core.parsing.train --labels DIR --out weights/parser_128.safetensors [--epochs E | --steps N]
+        [--init WEIGHTS --aug-strength S --blur P]   # fine-tune from a parser file
 
 DIR holds one labels npz per prepared shard (tools/labelling/label_crops.py:
 `class_maps`, `found`, same row order as the shard); the shards themselves

@@ -3,8 +3,13 @@
 Each batch is split: the first part reconstructs its own (heavily degraded)
 source from its own identity, the rest is conditioned on another identity (or a
 Beta mixture of two) and must carry that identity while keeping the source's
-structure map. Losses on the blended result `m * rgb + (1 - m) * source`, which
-is what paste-back shows the user.
+structure map.
+
+Image losses see `face * rgb + (1 - face) * source`, with `face` the structure
+map's face region, never the predicted mask: with the predicted mask, every
+reconstruction loss is minimised by a mask of 0 (the composite is then the real
+photo), and the mask collapsed that way in the first CPU run. The predicted
+mask learns the face region on its own (BCE), and is what paste-back uses.
 """
 from __future__ import annotations
 
@@ -130,8 +135,13 @@ class Trainer:
         source = random_degrade(crops, self.torch_rng) if degrade else crops
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
             rgb, mask = self.generator(source, structure, codes)
-        rgb, mask = rgb.float(), mask.float()
-        return mask * rgb + (1 - mask) * crops, rgb, mask
+        return rgb.float(), mask.float()
+
+    @staticmethod
+    def blend(rgb: torch.Tensor, crops: torch.Tensor, structure: torch.Tensor) -> torch.Tensor:
+        """The generated face inside the structure's face region, the real crop outside it."""
+        face = 1 - structure[:, :1]
+        return face * rgb + (1 - face) * crops
 
     # --------------------------------------------------------------------- step
     def train_step(self, batch: Batch) -> dict[str, float]:
@@ -147,7 +157,8 @@ class Trainer:
         id_targets = torch.cat([batch.own_embedding[:n_rec], cross_codes])
 
         structure = self.structure(batch)
-        comp, rgb, mask = self.generate(x, structure, codes)
+        rgb, mask = self.generate(x, structure, codes)
+        comp = self.blend(rgb, x, structure)
         face = 1 - structure[:, :1]
         use_adv = self.step >= cfg.adv_start and cfg.w_adv > 0
         losses: dict[str, torch.Tensor] = {}
@@ -161,7 +172,7 @@ class Trainer:
         losses["id_cross"] = identity_loss(emb[n_rec:].float(), cross_codes).detach()
         losses["perceptual"] = perceptual_loss([f[:n_rec].float() for f in feats], [f.float() for f in real_feats])
         if cfg.w_cycle > 0 and n_cross:
-            back, _, _ = self.generate(comp[n_rec:], structure[n_rec:], batch.own_embedding[n_rec:])
+            back, _ = self.generate(comp[n_rec:], structure[n_rec:], batch.own_embedding[n_rec:])
             losses["cycle"] = ((back - x[n_rec:]).abs() * (0.2 + face[n_rec:])).mean()
         if use_adv:
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
