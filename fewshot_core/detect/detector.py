@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..state_check import state_dict_mismatch
 from ..errors import InputShapeError, ModelFileMissingError, WeightsMismatchError
 from ..models.fetch import FETCH_COMMAND
 from .mtcnn import ONet, PNet, RNet
@@ -187,14 +188,11 @@ class FaceDetector(nn.Module):
                 f"Delete it and run: {FETCH_COMMAND} --force --dest {path.parent}"
             ) from exc
         model = cls()
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-        if missing or unexpected or wrong:
+        problem = state_dict_mismatch(model, state)
+        if problem:
             raise WeightsMismatchError(
-                f"{path} does not fit the MTCNN detector: missing {missing[:5]}, unexpected {unexpected[:5]}, "
-                f"wrong shapes {wrong[:5]}. Convert it again with: {FETCH_COMMAND} --force --dest {path.parent}"
+                f"{path} does not fit the MTCNN detector: {problem}. "
+                f"Convert it again with: {FETCH_COMMAND} --force --dest {path.parent}"
             )
         model.load_state_dict({k: v.float() for k, v in state.items()})
         return model.to(device)

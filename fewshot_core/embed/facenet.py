@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..state_check import state_dict_mismatch
 from ..errors import WeightsMismatchError
 
 EMBEDDING_DIM = 128
@@ -148,13 +149,9 @@ class InceptionResnetV1(nn.Module):
 
 def check_state_dict(state: dict[str, torch.Tensor], source: str) -> None:
     """Raise WeightsMismatchError unless `state` has exactly the module's keys and shapes."""
-    expected = {k: tuple(v.shape) for k, v in InceptionResnetV1().state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])
-    if missing or extra or wrong:
+    problem = state_dict_mismatch(InceptionResnetV1(), state)
+    if problem:
         raise WeightsMismatchError(
-            f"{source} does not fit FaceNet Inception-ResNet-v1: {len(missing)} missing (e.g. {missing[:2]}), "
-            f"{len(extra)} unexpected (e.g. {extra[:2]}), {len(wrong)} of wrong shape (e.g. {wrong[:2]}). "
+            f"{source} does not fit FaceNet Inception-ResNet-v1: {problem}. "
             "Re-create it with: python -m fewshot_core.models fetch --force"
         )

@@ -15,6 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..state_check import state_dict_mismatch
 from ..errors import ModelFileMissingError, WeightsMismatchError
 from .config import GeneratorConfig
 from .network import FewShotGenerator
@@ -96,23 +97,11 @@ def load_generator(path: str | os.PathLike[str], device: str | torch.device = "c
         ) from exc
 
     model = FewShotGenerator(cfg)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(tensors) if tuple(tensors[k].shape) != expected[k])
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{len(wrong)} with wrong shape (e.g. {k}: file {list(tensors[k].shape)}, "
-                         f"network {list(expected[k])})")
+    problem = state_dict_mismatch(model, tensors)
+    if problem:
         raise WeightsMismatchError(
-            f"{path} does not fit the generator its config describes: " + "; ".join(parts)
-            + ". The file is from another architecture or version; re-export or replace it."
+            f"{path} does not fit the generator its config describes: {problem}. "
+            "The file is from another architecture or version; re-export or replace it."
         )
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
     return model.to(device=device, dtype=dtype).eval()

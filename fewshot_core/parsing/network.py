@@ -26,6 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from ..state_check import state_dict_mismatch
 from ..errors import InputShapeError, ModelFileMissingError, WeightsMismatchError
 from .classes import NUM_CLASSES, PARSE_CLASSES
 
@@ -252,13 +253,9 @@ def load_parser(path: str | os.PathLike[str], device: str | torch.device = "cpu"
     except Exception as exc:  # safetensors raises several types for corrupt or foreign files
         raise _foreign(path, f"unreadable safetensors: {exc}") from exc
     model = FaceParser(cfg)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(tensors) if tuple(tensors[k].shape) != expected[k])
-    if missing or unexpected or wrong:
-        raise _foreign(path, f"{len(missing)} tensors missing (e.g. {missing[:2]}), {len(unexpected)} unexpected "
-                             f"(e.g. {unexpected[:2]}), {len(wrong)} of the wrong shape (e.g. {wrong[:2]})")
+    problem = state_dict_mismatch(model, tensors)
+    if problem:
+        raise _foreign(path, problem)
     model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()})
     return model.to(device).eval()
 
