@@ -134,6 +134,16 @@ def test_tables_show_every_row_and_missing_values_as_na():
     assert md.count("\n") == 2 and md.splitlines()[2].startswith("| no swap |")
 
 
+def test_rewriting_the_page_keeps_hand_written_sections_and_drops_stale_generated_ones():
+    old = ("# Swap evaluation\n\nold intro\n\n## Results\n\nold table\n\n"
+           f"## {report.FAIRNESS_HEADING}\n\nold fairness\n\n## Generator candidates\n\nnotes by hand\n")
+    new = "# Swap evaluation\n\nnew intro\n\n## Results\n\nnew table\n\n## Timing\n\n- 1 s\n"
+    page = report.keep_extra_sections(new, old)
+    assert page.startswith(new.rstrip()) and page.rstrip().endswith("## Generator candidates\n\nnotes by hand")
+    assert "old" not in page
+    assert report.keep_extra_sections(new, None) == new
+
+
 def test_grid_layout_and_size_cap(tmp_path):
     rng = np.random.default_rng(0)
     img = lambda: rng.integers(0, 255, size=(60, 50, 3), dtype=np.uint8)  # noqa: E731  noisy: hard to compress
@@ -178,6 +188,8 @@ def test_quick_baselines_rank_the_real_target_photo_far_above_no_swap(capsys, tm
     assert res["upper_bound"]["top1"] >= res["no_swap"]["top1"] + 0.5
     assert res["upper_bound"]["cos_tgt"] > res["no_swap"]["cos_tgt"]
     assert res["no_swap"]["pose_deg"] == 0.0 and res["no_swap"]["detected"] == 1.0
+    if summary["gaze_from"] is not None:  # the shipped parser gives iris centres
+        assert res["no_swap"]["gaze"] == 0.0 and res["upper_bound"]["gaze"] > 0.0
     assert res["classical_k5"]["n"] == 8 and 0.0 <= res["classical_k5"]["top1"] <= 1.0
     page = (tmp_path / "EVALUATION.md").read_text()
     assert "| upper bound |" in page and "--max-identities 24" in page and "not FID" in page
@@ -194,3 +206,24 @@ def test_a_given_generator_file_is_evaluated_under_its_own_name(capsys, model_di
     assert summary["generator"] == random_generator_file.name
     ours = summary["results"]["ours_k5"]
     assert ours["n"] == 2 and ours["failed"] == 0
+
+
+@needs_data
+def test_parser_iris_centres_lie_in_dlib_eye_outlines():
+    _needs_dlib()
+    from fewshot_core.eval.evaluator import DlibEvaluator, load_rgb
+    from fewshot_core.eval.swap import ParserIrisLocator
+
+    locator = ParserIrisLocator.from_default()
+    if locator is None:
+        pytest.skip("no shipped face parser (weights/parser_128.safetensors)")
+    ev = DlibEvaluator.from_package()
+    for i in (1, 2, 3):
+        rgb = load_rgb(DATA / "lfw" / "Tony_Blair" / f"Tony_Blair_{i:04d}.jpg")
+        face = ev.analyse(rgb)
+        iris = locator(rgb, face)
+        assert iris.shape == (2, 2)
+        for k, eye in enumerate((slice(36, 42), slice(42, 48))):  # image-left eye first
+            pts = face.landmarks[eye]
+            assert pts[:, 0].min() <= iris[k, 0] <= pts[:, 0].max()
+            assert pts[:, 1].min() - 3 <= iris[k, 1] <= pts[:, 1].max() + 3

@@ -45,6 +45,15 @@ COLUMNS = [
 ]
 FAIR_COLUMNS = [Column("group", "group", _text)] + [c for c in COLUMNS if c.key not in ("top5", "k")]
 
+def column_notes(gaze_from: str | None) -> tuple[str, ...]:
+    """The notes under the results table; the gaze note names where iris centres come from."""
+    gaze = ("gaze: mean distance between the source's and the output's iris offsets, each eye in its corner "
+            "frame (unit: half the corner-to-corner width), iris centres from the " + gaze_from +
+            " on a crop aligned on dlib's landmarks") if gaze_from else \
+        "gaze: n/a (no face parser with iris output, weights/parser_128.safetensors, was found)"
+    return COLUMN_NOTES[:3] + (COLUMN_NOTES[3] + f"; {gaze}.",) + COLUMN_NOTES[4:]
+
+
 COLUMN_NOTES = (
     "* face: outputs in which dlib's HOG detector still finds a face; the other columns average over those "
     "(top-1/top-5 count an undetected output as a miss).",
@@ -55,8 +64,7 @@ COLUMN_NOTES = (
     "means (lower = closer; dlib calls < 0.6 the same person).",
     "* pose deg: mean |yaw, pitch, roll| difference to the source (68-landmark PnP); expr: mean landmark "
     "distance after similarity alignment, over the source's inter-ocular distance (includes face shape, "
-    "so compare methods, not absolutes); gaze: iris offset difference, n/a until a parser with iris "
-    "output ships.",
+    "so compare methods, not absolutes)",
     f"* FD*: {REALISM_LABEL} between the outputs and the real gallery photos. 'no swap' (real photos, same "
     "sample size) is the reference. dlib descriptors encode identity, so the proxy also grows when a set holds "
     "few distinct people: the upper bound repeats one probe per target and the swaps carry only the targets' "
@@ -85,10 +93,15 @@ def markdown_table(rows: Sequence[Mapping], columns: Sequence[Column] = COLUMNS)
     return "\n".join([head, rule] + body)
 
 
+FAIRNESS_HEADING = "Fairness: UTKFace race groups (1 shot)"
+GENERATED_HEADINGS = frozenset({"Protocol", "Results", FAIRNESS_HEADING, "Examples", "Timing"})
+
+
 def markdown_report(*, command: str, date: str, status: str, protocol: Sequence[str],
                     rows: Sequence[Mapping], fair_rows: Sequence[Mapping] | None,
-                    fair_notes: Sequence[str], timing: Sequence[str], grid: str | None) -> str:
-    """The whole docs/EVALUATION.md page."""
+                    fair_notes: Sequence[str], timing: Sequence[str], grid: str | None,
+                    gaze_from: str | None = None) -> str:
+    """The generated part of docs/EVALUATION.md (`keep_extra_sections` adds hand-written ones)."""
     parts = [
         "# Swap evaluation",
         "",
@@ -104,17 +117,39 @@ def markdown_report(*, command: str, date: str, status: str, protocol: Sequence[
         "",
         markdown_table(rows),
         "",
-        *COLUMN_NOTES,
+        *column_notes(gaze_from),
     ]
     if fair_rows is not None:
-        parts += ["", "## Fairness: UTKFace race groups (1 shot)", "", markdown_table(fair_rows, FAIR_COLUMNS),
+        parts += ["", f"## {FAIRNESS_HEADING}", "", markdown_table(fair_rows, FAIR_COLUMNS),
                   "", *[f"* {n}" for n in fair_notes]]
     if grid:
-        parts += ["", "## Examples", "", f"![swap grid]({grid})", "",
-                  "Rows: source photos; columns: target identities with their shots above; "
-                  "cells: the output for that source and target."]
+        parts += ["", "## Examples", "",
+                  f"`--write-docs` also writes `docs/{grid}` (rows: source photos; columns: target identities "
+                  "with their shots above; cells: the output). It is not committed: it shows photos from the "
+                  "shared data, and nothing derived from them but trained weights goes into git."]
     parts += ["", "## Timing", "", *[f"- {t}" for t in timing], ""]
     return "\n".join(parts)
+
+
+def _sections(page: str) -> list[tuple[str, str]]:
+    """(heading, text) of each `## ` section of a markdown page, in order."""
+    out: list[tuple[str, str]] = []
+    for block in ("\n" + page).split("\n## ")[1:]:
+        heading = block.split("\n", 1)[0].strip()
+        out.append((heading, "## " + block.rstrip() + "\n"))
+    return out
+
+
+def keep_extra_sections(new_page: str, old_page: str | None) -> str:
+    """`new_page` plus the hand-written `## ` sections of `old_page` (any heading this module never writes).
+
+    A generated section of an older run (say the fairness table of a run with
+    --fairness) is dropped, so no stale number survives a rewrite.
+    """
+    if not old_page:
+        return new_page
+    extra = [text for h, text in _sections(old_page) if h not in GENERATED_HEADINGS]
+    return new_page.rstrip() + "\n" + "".join("\n" + t for t in extra) if extra else new_page
 
 
 # --- the PNG grid -----------------------------------------------------------------

@@ -65,6 +65,46 @@ class DlibDescriptorFeatures:
 IrisLocator = Callable[[np.ndarray, Face], "np.ndarray | None"]  # -> [2, 2] pixel iris centres, image-left first
 
 
+def five_from_68(landmarks68: np.ndarray) -> np.ndarray:
+    """The project's 5 points (eye centres, nose tip, mouth corners; image-left first) from iBUG 68."""
+    lm = np.asarray(landmarks68, dtype=np.float64)
+    return np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]])
+
+
+class ParserIrisLocator:
+    """Iris centres from the shipped face parser: the centroid of each iris class in the aligned crop.
+
+    The crop is aligned on 5 points taken from dlib's 68 (not MTCNN's), so the
+    judge stays independent of the swapper's detector; the parser was trained
+    with +-4 px / 8 degree alignment jitter, which covers the difference.
+    """
+
+    name = "face parser iris centroid"
+
+    def __init__(self, mapper) -> None:
+        self.mapper = mapper
+        self.size = int(mapper.parser.config.resolution)
+
+    @classmethod
+    def from_default(cls) -> "ParserIrisLocator | None":
+        """The locator with weights/parser_128.safetensors, or None where the parser is not shipped."""
+        from ..parsing.mapper import ParserStructureMapper, default_parser_path
+
+        return cls(ParserStructureMapper.from_default()) if default_parser_path().is_file() else None
+
+    def __call__(self, image: np.ndarray, face: Face) -> np.ndarray:
+        import torch
+
+        from ..align import SWAP_TEMPLATE, estimate_similarity, invert_affine, template_pixels, \
+            transform_points, warp_to_crop
+
+        img = torch.tensor(image).permute(2, 0, 1)[None].float() / 255.0  # a copy: dlib's arrays are read-only
+        five = torch.from_numpy(five_from_68(face.landmarks)).float()[None]
+        M = estimate_similarity(five, template_pixels(SWAP_TEMPLATE, self.size))
+        iris = self.mapper.iris_centres(warp_to_crop(img, M, self.size))
+        return transform_points(iris, invert_affine(M))[0].double().numpy()
+
+
 @dataclass
 class Analysis:
     """What the judge saw in one image: its face (or None), size, realism feature and iris centres."""
@@ -457,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="shared face data folder (default: FEWSHOT_DATA_DIR or ../shared/data)")
     parser.add_argument("--write-docs", action="store_true", help="write EVALUATION.md and eval_grid.png")
     parser.add_argument("--docs-dir", type=Path, default=DOCS_DIR)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for the generator")
+    parser.add_argument("--no-gaze", action="store_true", help="skip the parser's iris centres (gaze n/a)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for the generator and parser")
     args = parser.parse_args(argv)
 
     wall, cpu = time.perf_counter(), time.process_time()
@@ -477,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         from ..weights import default_generator_path
 
-        analyser = Analyser(DlibEvaluator.from_package())
+        iris = None if args.no_gaze else ParserIrisLocator.from_default()
+        analyser = Analyser(DlibEvaluator.from_package(), iris=iris)
         generator = args.generator
         if generator is None and not args.baselines_only and default_generator_path().is_file():
             generator = default_generator_path()
@@ -521,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"eval": "swap", "mode": mode, "pairs": len(proto.pairs), "targets": len(proto.targets),
                "identities": len(gallery), "ks": list(ks),
                "generator": Path(generator).name if generator is not None else None,
-               "realism": report.REALISM_LABEL,
+               "realism": report.REALISM_LABEL, "gaze_from": iris.name if iris is not None else None,
                "results": {_row_key(r): _compact(r) for r in rows}}
     if fair_rows is not None:
         summary["fairness"] = {f"{r['group']}/{_row_key(r)}": _compact(r) for r in fair_rows}
@@ -595,8 +637,10 @@ def _write_docs(args, argv, cfg: Config, proto: P.Protocol, analyser: Analyser, 
                     "the classical output depends only on the shot it picks, so K values share outputs."]
     page = report.markdown_report(
         command=command, date=_dt.date.today().isoformat(), status=status, protocol=PROTOCOL_TEXT,
-        rows=rows, fair_rows=fair_rows, fair_notes=fair_notes, timing=timing_lines, grid="eval_grid.png")
-    (docs / "EVALUATION.md").write_text(page)
+        rows=rows, fair_rows=fair_rows, fair_notes=fair_notes, timing=timing_lines, grid="eval_grid.png",
+        gaze_from=analyser.iris.name if analyser.iris is not None else None)
+    path = docs / "EVALUATION.md"
+    path.write_text(report.keep_extra_sections(page, path.read_text() if path.is_file() else None))
     _log(f"wrote {docs / 'EVALUATION.md'} and {docs / 'eval_grid.png'} ({size // 1000} KB)")
     return {"docs_s": round(time.perf_counter() - start, 1), "grid_bytes": size}
 
