@@ -79,7 +79,7 @@ class ParserIrisLocator:
     with +-4 px / 8 degree alignment jitter, which covers the difference.
     """
 
-    name = "face parser iris centroid"
+    name = "shipped face parser (iris-class centroid)"
 
     def __init__(self, mapper) -> None:
         self.mapper = mapper
