@@ -261,5 +261,6 @@ def test_read_pairs_and_kfold_threshold(tmp_path: Path) -> None:
     accs, _ = kfold_accuracy(scores, same, np.array([p.fold for p in pairs]))
     assert accs.tolist() == [1.0, 1.0]
     # a threshold learnt on fold 1 that fails on fold 0 must show up as an error
-    accs, _ = kfold_accuracy(np.array([0.9, 0.3, 0.35, 0.1, 0.8, 0.6, 0.1, 0.5]), same, np.array([p.fold for p in pairs]))
+    shifted = np.array([0.9, 0.3, 0.35, 0.1, 0.8, 0.6, 0.1, 0.5])
+    accs, _ = kfold_accuracy(shifted, same, np.array([p.fold for p in pairs]))
     assert accs[0] < 1.0

@@ -59,7 +59,9 @@ def load_facenet(path: str | Path, device: str | torch.device = "cpu") -> Incept
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsMismatchError(f"{path} is not a readable safetensors file ({exc}); re-run {FETCH_COMMAND}.") from exc
+        raise WeightsMismatchError(
+            f"{path} is not a readable safetensors file ({exc}); re-run {FETCH_COMMAND} --force."
+        ) from exc
     check_state_dict(state, str(path))
     net = InceptionResnetV1()
     net.load_state_dict(state, strict=True)
@@ -109,7 +111,9 @@ class FaceEmbedder(nn.Module):
             raise InputShapeError(f"Expected landmarks [N, 5, 2] in pixels, got {tuple(landmarks.shape)}.")
         return estimate_similarity(landmarks.float(), template_pixels(self.template.to(landmarks.device), CROP_SIZE))
 
-    def align(self, images: torch.Tensor, landmarks: torch.Tensor, image_index: torch.Tensor | None = None) -> torch.Tensor:
+    def align(
+        self, images: torch.Tensor, landmarks: torch.Tensor, image_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Aligned crops [N,3,160,160] for faces `landmarks` [N,5,2] found in `images` [B,3,H,W].
 
         `image_index` [N] says which image each face is in; by default face i is in image i.
