@@ -11,12 +11,12 @@ from typing import Callable, Literal, Sequence
 
 import torch
 
-from .align import SWAP_TEMPLATE, estimate_similarity, template_pixels, warp_to_crop
+from .align import SWAP_TEMPLATE, estimate_similarity, template_pixels, transform_points, warp_to_crop
 from .detect import FaceDetections, FaceDetector, order_faces
 from .embed import FaceEmbedder
 from .errors import InputShapeError, ModelFileMissingError, NoFaceError
 from .generator import FewShotGenerator, GeneratorConfig, degrade_for_inference, load_generator
-from .identity import IdentityEmbedding, average_identity, blend_identity
+from .identity import DEFAULT_OUTLIER_THRESHOLD, IdentityEmbedding, average_identity, blend_identity
 from .models import require_part
 from .paste import color_match as match_colours
 from .paste import paste_back
@@ -137,13 +137,14 @@ class SwapModel:
             embeddings.append(self.embedder.embed_faces(batch[:1].to(self.device, torch.float32), landmarks)[0])
         return torch.stack(embeddings)
 
-    def encode_identity(self, photos: Sequence[torch.Tensor] | torch.Tensor) -> IdentityEmbedding:
+    def encode_identity(self, photos: Sequence[torch.Tensor] | torch.Tensor,
+                        outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD) -> IdentityEmbedding:
         """One identity from 1..N photos of a person: averaged unit embeddings with an outlier report."""
         if isinstance(photos, torch.Tensor):
             photos = list(check_images(photos, "target photos"))
         if len(photos) == 0:
             raise InputShapeError("No target photos given: pass 1 to 5 photos of the person whose identity to use.")
-        return average_identity(self.embed_largest_faces(photos).cpu())
+        return average_identity(self.embed_largest_faces(photos).cpu(), outlier_threshold=outlier_threshold)
 
     # --------------------------------------------------------------------- swap
     def _select(self, dets: FaceDetections, settings: SwapSettings) -> FaceDetections:
@@ -151,8 +152,7 @@ class SwapModel:
         if settings.faces is None:
             return ordered
         keep = [i for i in settings.faces if i < ordered.boxes.shape[0]]
-        index = torch.tensor(keep, dtype=torch.long, device=ordered.boxes.device)
-        return FaceDetections(ordered.boxes[index], ordered.scores[index], ordered.landmarks[index])
+        return ordered.select(torch.tensor(keep, dtype=torch.long, device=ordered.boxes.device))
 
     @torch.no_grad()
     def swap(
@@ -211,7 +211,7 @@ class SwapModel:
         frames = frame.expand(count, -1, -1, -1)
         matrices = estimate_similarity(faces.landmarks.to(frame), template_pixels(SWAP_TEMPLATE, size).to(frame))
         crops = warp_to_crop(frames, matrices, size)
-        landmarks_in_crop = _apply_affine(faces.landmarks.to(frame), matrices)
+        landmarks_in_crop = transform_points(faces.landmarks.to(frame), matrices)
         structure = self.structure(crops, landmarks_in_crop)
         target = identity.vector.to(self.device)[None].expand(count, -1)
         if settings.strength < 1.0:
@@ -232,11 +232,6 @@ class SwapModel:
                                      settings.feather_px)
             full_mask = torch.maximum(full_mask, mask)
         return frame, full_mask
-
-
-def _apply_affine(points: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
-    """Map points [B, K, 2] through affines [B, 2, 3]."""
-    return points @ matrices[:, :, :2].transpose(1, 2) + matrices[:, :, 2][:, None, :]
 
 
 def _structure_mapper_for(generator: FewShotGenerator | None, model_dir: Path | None, device) -> StructureMapper:

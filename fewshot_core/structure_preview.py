@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .align import SWAP_TEMPLATE, estimate_similarity, template_pixels, warp_to_crop
+from .align import SWAP_TEMPLATE, estimate_similarity, template_pixels, transform_points, warp_to_crop
 from .detect import order_faces
 
 # One colour per class in STRUCTURE_CHANNELS order (background, skin, brows, eyes, irises, nose, lips, mouth).
@@ -39,7 +39,7 @@ def render_structure_preview(model, images: torch.Tensor) -> torch.Tensor:
         landmarks = face.landmarks[:1].to(image)
         matrix = estimate_similarity(landmarks, template.to(image))
         crop = warp_to_crop(image[None], matrix, size)
-        in_crop = landmarks @ matrix[:, :, :2].transpose(1, 2) + matrix[:, :, 2][:, None]
+        in_crop = transform_points(landmarks, matrix)
         colours = colorize_structure(model.structure(crop, in_crop))
         panels.append(torch.cat([crop[0].cpu(), colours[0].cpu()], dim=-1))
     return torch.stack(panels)

@@ -75,11 +75,7 @@ def generator_choices() -> list[str]:
 
 # ------------------------------------------------------------------ identity
 def encode_identity(model: SwapModel, images: torch.Tensor, outlier_threshold: float) -> tuple:
-    from fewshot_core.identity import average_identity
-
-    photos = to_core(images, "target photos")
-    embeddings = model.embed_largest_faces(list(photos))
-    identity = average_identity(embeddings.cpu(), outlier_threshold=outlier_threshold)
+    identity = model.encode_identity(to_core(images, "target photos"), outlier_threshold=outlier_threshold)
     report = identity.report()
     log.info("fewshot-swap: %s", report.replace("\n", "; "))
     if identity.outliers:

@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..align import SWAP_TEMPLATE, estimate_similarity, template_pixels, warp_to_crop
+from ..align import SWAP_TEMPLATE, estimate_similarity, template_pixels, transform_points, warp_to_crop
 from ..detect import order_faces
 from ..generator import GeneratorConfig, degrade_for_inference, random_generator
 from ..imageio import load_image
 from ..paste import color_match, paste_back
-from ..pipeline import SwapModel, _apply_affine
+from ..pipeline import SwapModel
 from ..weights import default_generator_path
 
 DEFAULT_PHOTO = Path(__file__).resolve().parents[3] / "shared/data/lfw/Aaron_Eckhart/Aaron_Eckhart_0001.jpg"
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
         stages["align"], (matrix, crop) = timed(align, args.repeats)
         stages["embed"], _ = timed(lambda: model.embedder.embed_faces(image, landmarks), args.repeats)
-        in_crop = _apply_affine(landmarks, matrix)
+        in_crop = transform_points(landmarks, matrix)
         stages["structure"], structure = timed(lambda: model.structure(crop, in_crop), args.repeats)
         code = identity.vector[None]
         stages["generate"], (rgb, mask) = timed(

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..align import SWAP_TEMPLATE, estimate_similarity, template_pixels, warp_to_crop
+from ..align import SWAP_TEMPLATE, estimate_similarity, template_pixels, transform_points, warp_to_crop
 from ..detect import FaceDetections, FaceDetector
 from ..embed import FaceEmbedder
 from ..eval.split import default_data_root, identity_of, is_heldout
@@ -96,7 +96,7 @@ def prepare_shard(paths: list[Path], root: Path, detector: FaceDetector, embedde
                 crop = warp_to_crop(picked, matrices, resolution)
                 with torch.autocast("cpu", torch.bfloat16, enabled=bf16 and picked.device.type == "cpu"):
                     emb = embedder.embed_faces(picked, lm).float()
-            in_crop = lm @ matrices[:, :, :2].transpose(1, 2) + matrices[:, :, 2][:, None]
+            in_crop = transform_points(lm, matrices)
             crops.append((crop.permute(0, 2, 3, 1).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy())
             lms.append(in_crop.numpy().astype(np.float32))
             embs.append(emb.numpy().astype(np.float16))
