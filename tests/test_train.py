@@ -58,8 +58,9 @@ def test_smoke_training_checkpoints_resumes_and_exports(prepared, tmp_path):
     assert generator.config.extra["steps"] == 5 and generator.config.resolution == 64
 
 
-def test_parser_structure_mode_trains_on_class_maps(prepared, tmp_path):
-    """Parser mode reads labels/<shard>.npz beside the shards; rows MediaPipe missed are left out."""
+@pytest.fixture(scope="module")
+def labelled(prepared):
+    """labels/<shard>.npz beside the shards, drawn from the landmarks (row 0: MediaPipe 'missed' it)."""
     from fewshot_core.structure import landmark_structure_map
 
     data, _ = prepared
@@ -72,7 +73,14 @@ def test_parser_structure_mode_trains_on_class_maps(prepared, tmp_path):
         found = np.ones(len(maps), dtype=bool)
         found[0] = False
         maps[0] = 255
-        np.savez(labels / shard.name, class_maps=maps, found=found)
+        iris = lm[:, :2].numpy().reshape(-1, 2, 2).astype(np.float32)
+        np.savez(labels / shard.name, class_maps=maps, found=found, iris_centres=iris)
+    return data
+
+
+def test_parser_structure_mode_trains_on_class_maps(labelled, tmp_path):
+    """Parser mode reads labels/<shard>.npz beside the shards; rows MediaPipe missed are left out."""
+    data = labelled
     cfg = TrainConfig.load("cpu_smoke", {"structure": "parser", "steps": 2})
     trainer = Trainer(cfg, data, tmp_path / "run")
     assert trainer.gen_config.structure == "parser" and trainer.gen_config.struct_channels == 12
@@ -94,10 +102,25 @@ def test_flip_mirrors_class_maps_and_swaps_sides(prepared):
     assert flipped[0, 2, 6] == CLASS_INDEX["iris_r"] and flipped.sum() == CLASS_INDEX["iris_r"]
 
 
-def test_pack_round_trip_keeps_only_training_rows(prepared, tmp_path):
+def test_structure_loss_time_limit_and_latest_export(labelled, tmp_path):
+    """The frozen parser judges cross outputs; a time limit ends the run on a checkpoint and an export."""
+    cfg = TrainConfig.load("cpu_smoke", {"structure": "parser", "steps": 50, "w_struct": 1.0, "export_latest": True})
+    trainer = Trainer(cfg, labelled, tmp_path / "run")
+    assert trainer.parser is not None and not any(p.requires_grad for p in trainer.parser.parameters())
+    losses = trainer.train(max_minutes=1e-6)
+    assert trainer.step == 1, "the deadline had passed after the first step"
+    assert np.isfinite(losses["struct"]) and losses["struct"] > 0
+    assert (tmp_path / "run" / "checkpoint" / "state.json").is_file()
+    latest = load_generator(tmp_path / "run" / "generator_latest.safetensors", device="cpu", dtype=torch.float32)
+    assert latest.config.extra["steps"] == 1
+    assert not list((tmp_path / "run").glob("*.partial.safetensors"))
+
+
+def test_pack_round_trip_keeps_only_training_rows(labelled, tmp_path):
+    from fewshot_core.parsing.train import load_labelled
     from fewshot_core.train.pack import pack, unpack
 
-    data, _ = prepared
+    data = labelled
     summary = pack(data, tmp_path / "pack.npz", max_mib=1.0, quality=90)
     assert 0 < summary["rows"] <= summary["of"] and summary["mib"] <= 1.0
     unpack(tmp_path / "pack.npz", tmp_path / "unpacked")
@@ -109,3 +132,19 @@ def test_pack_round_trip_keeps_only_training_rows(prepared, tmp_path):
             with np.load(original) as o:
                 heldout_ids |= set(o["identities"][o["heldout"]].tolist())
         assert not heldout_ids & set(shard["identities"].tolist())
+    # The parser trainer reads the unpacked folder as it is (iris centres travel with the maps).
+    faces = load_labelled(tmp_path / "unpacked" / "labels", tmp_path / "unpacked")
+    assert faces.iris.shape == (len(faces), 2, 2) and faces.maps.shape[1:] == (64, 64)
+    assert 0 < len(faces) <= len(crops)
+
+
+def test_int8_facenet_carry_matches_float32(model_dir, tmp_path):
+    from fewshot_core.train.carry import check, quantize_file, restore
+    from fewshot_core.models import require_part
+
+    summary = quantize_file(require_part("facenet"), tmp_path / "facenet_int8.npz")
+    full_mib = require_part("facenet").stat().st_size / 2**20
+    assert summary["mib"] < full_mib / 3.5
+    assert check(tmp_path / "facenet_int8.npz")["min_cosine"] > 0.999
+    restored = restore(tmp_path / "facenet_int8.npz", tmp_path / "models")
+    assert restored.name == require_part("facenet").name and restored.is_file()

@@ -136,15 +136,23 @@ class InceptionResnetV1(nn.Module):
         self.last_linear = nn.Linear(1792, EMBEDDING_DIM, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The raw (unnormalised) embedding and three early feature maps (stem, after 4b, after the
+        Inception-ResNet-A stage): the trainer's perceptual features, since no VGG weights exist here."""
         x = self.conv2d_2b(self.conv2d_2a(self.conv2d_1a(x)))
+        f1 = x
         x = F.max_pool2d(x, 3, 2)
         x = self.conv2d_4b(self.conv2d_4a(self.conv2d_3b(x)))
+        f2 = x
         x = self.repeat_1(x)
+        f3 = x
         x = self.mixed_6a(x)
         x = self.repeat_2(x)
         x = self.mixed_7a(x)
         x = self.block8(self.repeat_3(x))
-        return self.last_linear(x.mean(dim=(2, 3)))
+        return self.last_linear(x.mean(dim=(2, 3))), [f1, f2, f3]
 
 
 def check_state_dict(state: dict[str, torch.Tensor], source: str) -> None:

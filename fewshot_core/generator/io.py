@@ -45,19 +45,26 @@ def _missing(path: Path) -> ModelFileMissingError:
     )
 
 
-def read_generator_config(path: str | os.PathLike[str]) -> GeneratorConfig:
-    """The config stored in a generator file, without loading its tensors."""
-    path = Path(path)
+def _read(path: Path, with_tensors: bool) -> tuple[GeneratorConfig, dict[str, torch.Tensor]]:
+    """The config (and, if asked, the tensors) of a generator file; clear errors for missing or foreign files."""
     if not path.is_file():
         raise _missing(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+            cfg = _config_from_meta(f.metadata() or {}, path)
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}
+    except WeightsMismatchError:
+        raise
     except Exception as exc:  # safetensors raises several types for corrupt/foreign files
         raise WeightsMismatchError(
             f"{path} is not a readable safetensors file ({exc}); replace it with a fewshot generator file."
         ) from exc
-    return _config_from_meta(meta, path)
+    return cfg, tensors
+
+
+def read_generator_config(path: str | os.PathLike[str]) -> GeneratorConfig:
+    """The config stored in a generator file, without loading its tensors."""
+    return _read(Path(path), with_tensors=False)[0]
 
 
 def _config_from_meta(meta: dict[str, str], path: Path) -> GeneratorConfig:
@@ -82,20 +89,7 @@ def load_generator(path: str | os.PathLike[str], device: str | torch.device = "c
                    dtype: torch.dtype = torch.float32) -> FewShotGenerator:
     """Build the generator described by the file at `path` and load its weights (eval mode)."""
     path = Path(path)
-    if not path.is_file():
-        raise _missing(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            cfg = _config_from_meta(meta, path)
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except WeightsMismatchError:
-        raise
-    except Exception as exc:
-        raise WeightsMismatchError(
-            f"{path} is not a readable safetensors file ({exc}); replace it with a fewshot generator file."
-        ) from exc
-
+    cfg, tensors = _read(path, with_tensors=True)
     model = FewShotGenerator(cfg)
     problem = state_dict_mismatch(model, tensors)
     if problem:

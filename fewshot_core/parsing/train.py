@@ -210,13 +210,14 @@ def iou_from_confusion(conf: Tensor) -> Tensor:
 
 
 def predict_classes(model: FaceParser, crops_u8: np.ndarray, batch: int = 64) -> np.ndarray:
-    """Argmax class maps uint8 [N,R,R] for uint8 crops [N,R,R,3]."""
+    """Argmax class maps uint8 [N,R,R] for uint8 crops [N,R,R,3] (on the model's device)."""
     out = []
     model.eval()
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for i in range(0, len(crops_u8), batch):
-            x = torch.from_numpy(crops_u8[i:i + batch]).permute(0, 3, 1, 2).float() / 255
-            out.append(model(x).argmax(1).to(torch.uint8).numpy())
+            x = torch.from_numpy(crops_u8[i:i + batch]).to(device).permute(0, 3, 1, 2).float() / 255
+            out.append(model(x).argmax(1).to(torch.uint8).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0,) + crops_u8.shape[1:3], np.uint8)
 
 
@@ -265,7 +266,10 @@ def train(args: argparse.Namespace) -> dict:
     if args.init is None:
         with torch.no_grad():  # start from the class priors: no early steps spent learning how rare irises are
             model.head[-1].bias.copy_(freq.clamp_min(1e-6).log().repeat_interleave(4))
-    model = model.to(memory_format=torch.channels_last)
+    device = torch.device(args.device)
+    model = model.to(device, memory_format=torch.channels_last)
+    if weights is not None:
+        weights = weights.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -276,7 +280,7 @@ def train(args: argparse.Namespace) -> dict:
                  "init": str(args.init), "aug_strength": args.aug_strength, "blur": args.blur}
     step = 0
     if ckpt_path.is_file() and not args.fresh:
-        ckpt = torch.load(ckpt_path, weights_only=True)
+        ckpt = torch.load(ckpt_path, weights_only=True, map_location=device)
         if json.loads(ckpt["signature"]) == json.loads(json.dumps(signature)):
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["opt"])
@@ -302,8 +306,9 @@ def train(args: argparse.Namespace) -> dict:
         idx = order[within * args.batch:(within + 1) * args.batch]
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         crops, maps = _batch(faces, idx)
-        crops, maps = augment(crops, maps, gen, args.aug_strength, args.blur)
-        crops = crops.contiguous(memory_format=torch.channels_last)   # ~25% faster convolutions on CPU
+        crops, maps = augment(crops, maps, gen, args.aug_strength, args.blur)  # on CPU: seeded, device-independent
+        crops = crops.to(device).contiguous(memory_format=torch.channels_last)
+        maps = maps.to(device)   # ~25% faster convolutions on CPU
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, args.lr, args.warmup)
         loss, parts = parsing_loss(model(crops), maps, args.dice, weights)
@@ -325,8 +330,11 @@ def train(args: argparse.Namespace) -> dict:
             save_checkpoint()
         if args.max_minutes and time.time() - started > 60 * args.max_minutes and step < total:
             save_checkpoint()
-            print(f"stopped after {args.max_minutes} min at step {step}/{total}; rerun the same command to resume",
-                  flush=True)
+            # Also write the weights reached so far: a bounded GPU slot may end before the run does.
+            save_parser(model, args.out, dtype=torch.float16,
+                        extra_metadata={"training": json.dumps({"stopped_at_step": step, "steps": total})})
+            print(f"stopped after {args.max_minutes} min at step {step}/{total}; wrote {args.out}; rerun the same "
+                  "command to resume", flush=True)
             return {"stopped": True, "step": step, "total_steps": total}
 
     model.eval()
@@ -370,6 +378,7 @@ def build_argparser() -> argparse.ArgumentParser:
     ap.add_argument("--init", type=Path, default=None, help="start from these parser weights (fine-tune)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (augmentation stays on the CPU)")
     ap.add_argument("--limit", type=int, default=None, help="at most this many training faces")
     ap.add_argument("--val-faces", type=int, default=256, help="held-out faces for a final mIoU print (0 = none)")
     ap.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR, help="checkpoint folder (resumable)")

@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=None, help="prepared shards (default: the cache)")
     parser.add_argument("--run-dir", type=Path, default=None)
     parser.add_argument("--steps", type=int, default=None, help="stop at this step (resumable later)")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="checkpoint and stop after this much wall time (for bounded GPU slots)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON", help="override config values")
     parser.add_argument("--export", type=Path, default=None, help="write the generator (fp16) here at the end")
     args = parser.parse_args(argv)
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(cfg, args.data or prepared_dir(cfg.resolution), args.run_dir)
     print(f"run {cfg.name}: {len(trainer.data)} training crops, {len(trainer.data.identity_names)} identities, "
           f"device {trainer.device}, resuming at step {trainer.step}", flush=True)
-    last = trainer.train(args.steps)
+    last = trainer.train(args.steps, args.max_minutes)
     if args.export:
         trainer.export(args.export)
         print(f"exported {args.export}")

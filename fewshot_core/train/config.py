@@ -40,12 +40,14 @@ class TrainConfig:
     w_adv: float = 1.0
     w_fm: float = 5.0
     w_cycle: float = 0.0
+    w_struct: float = 0.0  # cross outputs must parse (frozen shipped parser) like their source's class map
     adv_start: int = 0  # step at which adversarial losses switch on
     disc_scales: int = 2
     disc_channels: int = 48
     log_every: int = 10
     sample_every: int = 200
     checkpoint_every: int = 200
+    export_latest: bool = False  # also write run_dir/generator_latest.safetensors (fp16) at each checkpoint
 
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":

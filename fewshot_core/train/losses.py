@@ -15,19 +15,8 @@ from ..embed.embedder import prewhiten
 
 def facenet_features(embedder: FaceEmbedder, crops160: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Unit embeddings and three intermediate feature maps of aligned 160 px crops in [0, 1]."""
-    net = embedder.net
-    x = prewhiten(crops160)
-    x = net.conv2d_2b(net.conv2d_2a(net.conv2d_1a(x)))
-    f1 = x
-    x = net.conv2d_4b(net.conv2d_4a(net.conv2d_3b(F.max_pool2d(x, 3, 2))))
-    f2 = x
-    x = net.repeat_1(x)
-    f3 = x
-    x = net.repeat_3(net.mixed_7a(net.repeat_2(net.mixed_6a(x))))
-    x = net.block8(x)
-    x = F.adaptive_avg_pool2d(x, 1).flatten(1)
-    embedding = F.normalize(net.last_linear(x), dim=1)
-    return embedding, [f1, f2, f3]
+    raw, features = embedder.net.forward_features(prewhiten(crops160))
+    return F.normalize(raw, dim=1), features
 
 
 def identity_loss(embedding: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ def encode_webp(crop: np.ndarray, quality: int) -> bytes:
 def load_train_rows(folder: Path) -> dict[str, np.ndarray]:
     """Training rows of every shard, with their MediaPipe class maps when labelled."""
     columns: dict[str, list[np.ndarray]] = {k: [] for k in ("crops", "landmarks", "embeddings", "identities",
-                                                             "class_maps", "found")}
+                                                             "class_maps", "found", "iris_centres")}
     for shard in sorted(p for p in folder.glob("*.npz") if not p.name.endswith(".tmp.npz")):
         with np.load(shard) as data:
             keep = ~data["heldout"]
@@ -41,10 +41,12 @@ def load_train_rows(folder: Path) -> dict[str, np.ndarray]:
                 with np.load(labels) as lab:
                     columns["class_maps"].append(lab["class_maps"][keep])
                     columns["found"].append(lab["found"][keep])
+                    columns["iris_centres"].append(lab["iris_centres"][keep].astype(np.float16))
             else:
                 side = data["crops"].shape[1]
                 columns["class_maps"].append(np.full((int(keep.sum()), side, side), 255, np.uint8))
                 columns["found"].append(np.zeros(int(keep.sum()), bool))
+                columns["iris_centres"].append(np.zeros((int(keep.sum()), 2, 2), np.float16))
     return {k: np.concatenate(v) for k, v in columns.items()}
 
 
@@ -63,6 +65,7 @@ def pack(folder: Path, out: Path, max_mib: float = 50.0, quality: int = 80, seed
         out, webp=np.frombuffer(b"".join(blobs[i] for i in keep), dtype=np.uint8), offsets=offsets,
         landmarks=rows["landmarks"][keep], embeddings=rows["embeddings"][keep].astype(np.float16),
         identities=rows["identities"][keep], class_maps=rows["class_maps"][keep], found=rows["found"][keep],
+        iris_centres=rows["iris_centres"][keep],
     )
     summary = {"rows": int(len(keep)), "of": int(len(blobs)), "mib": round(out.stat().st_size / 2**20, 2),
                "quality": quality}
@@ -84,7 +87,9 @@ def unpack(pack_path: Path, into: Path) -> dict:
                  embeddings=data["embeddings"], paths=np.array([f"packed/{i}" for i in range(n)]),
                  identities=data["identities"], heldout=np.zeros(n, bool), no_face=np.array([], dtype=str),
                  several_faces=np.array(0))
-        np.savez(into / "labels" / "packed_0000.npz", class_maps=data["class_maps"], found=data["found"])
+        iris = data["iris_centres"].astype(np.float32) if "iris_centres" in data.files else np.zeros((n, 2, 2), np.float32)
+        np.savez(into / "labels" / "packed_0000.npz", class_maps=data["class_maps"], found=data["found"],
+                 iris_centres=iris)
     return {"rows": n, "into": str(into)}
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-LOSSES = ("l1", "perceptual", "id", "id_cross", "mask", "adv_g", "adv_d", "total")
+LOSSES = ("l1", "perceptual", "id", "id_cross", "struct", "cycle", "mask", "adv_g", "adv_d", "total")
 
 
 def read_log(path: Path) -> list[dict[str, float]]:

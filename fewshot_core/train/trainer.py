@@ -28,7 +28,9 @@ from ..generator.degrade import random_degrade
 from ..imageio import save_image
 from ..models import require_part
 from ..paths import cache_root
-from ..parsing.classes import PARSE_CLASSES
+from ..parsing.classes import IGNORE_INDEX, PARSE_CLASSES
+from ..parsing.mapper import default_parser_path
+from ..parsing.network import load_parser
 from ..structure import LandmarkStructureMapper
 from ..structure_preview import colorize_structure
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -70,6 +72,8 @@ class Trainer:
         self.device = pick_device(cfg.device)
         if self.device.type == "cpu":
             torch.set_num_threads(cfg.threads)
+        else:  # fixed input shapes: let cuDNN pick its fastest kernels once
+            torch.backends.cudnn.benchmark = True
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.torch_rng = torch.Generator(device="cpu").manual_seed(cfg.seed)
@@ -84,6 +88,9 @@ class Trainer:
         self.generator = FewShotGenerator(self.gen_config).to(self.device).train()
         self.discriminator = MultiScaleDiscriminator(cfg.disc_scales, cfg.disc_channels).to(self.device).train()
         self.embedder = FaceEmbedder.from_file(require_part("facenet"), device=self.device)
+        self.parser = None
+        if cfg.w_struct > 0:  # frozen judge of the cross outputs' structure (gradients flow to its input only)
+            self.parser = load_parser(default_parser_path(), self.device).eval().requires_grad_(False)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas)
         self.step = 0
@@ -171,6 +178,11 @@ class Trainer:
         losses["id"] = identity_loss(emb.float(), id_targets)
         losses["id_cross"] = identity_loss(emb[n_rec:].float(), cross_codes).detach()
         losses["perceptual"] = perceptual_loss([f[:n_rec].float() for f in feats], [f.float() for f in real_feats])
+        if self.parser is not None and n_cross and batch.class_maps is not None:
+            # The cross output must parse like its source: same brows, eye openings, irises, lips.
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
+                logits = self.parser(comp[n_rec:])
+            losses["struct"] = F.cross_entropy(logits.float(), batch.class_maps[n_rec:], ignore_index=IGNORE_INDEX)
         if cfg.w_cycle > 0 and n_cross:
             back, _ = self.generate(comp[n_rec:], structure[n_rec:], batch.own_embedding[n_rec:])
             losses["cycle"] = ((back - x[n_rec:]).abs() * (0.2 + face[n_rec:])).mean()
@@ -183,7 +195,7 @@ class Trainer:
             losses["fm"] = feature_matching_loss([[f[:n_rec].float() for f in o[1]] for o in fake_out],
                                                  [[f.float() for f in o[1]] for o in real_out])
         weights = {"l1": cfg.w_l1, "mask": cfg.w_mask, "id": cfg.w_id, "perceptual": cfg.w_perceptual,
-                   "cycle": cfg.w_cycle, "adv_g": cfg.w_adv, "fm": cfg.w_fm}
+                   "cycle": cfg.w_cycle, "adv_g": cfg.w_adv, "fm": cfg.w_fm, "struct": cfg.w_struct}
         total = sum(weights[k] * v for k, v in losses.items() if k in weights)
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
@@ -231,12 +243,19 @@ class Trainer:
             "run": self.cfg.name, "steps": self.step, "images_seen": self.images_seen,
             "hours": round(self.seconds / 3600, 2), "device": str(self.device)}})
         self.generator.config = config
-        save_generator(self.generator, config, path)
+        partial = path.with_name(path.stem + ".partial.safetensors")  # a reader never sees half a file
+        save_generator(self.generator, config, partial)
+        partial.replace(path)
         return path
 
-    def train(self, steps: int | None = None) -> dict[str, float]:
+    def train(self, steps: int | None = None, max_minutes: float | None = None) -> dict[str, float]:
+        """Train to step `steps` (default: the config's), or until `max_minutes` of wall time have passed.
+
+        Either way the run ends on a checkpoint, so the same command resumes it.
+        """
         cfg = self.cfg
         end = steps if steps is not None else cfg.steps
+        deadline = time.time() + 60 * max_minutes if max_minutes else None
         log_path = self.run_dir / "losses.csv"
         last: dict[str, float] = {}
         fields: list[str] | None = None
@@ -252,7 +271,7 @@ class Trainer:
                 row = {"step": self.step, "images_seen": self.images_seen, "seconds": round(self.seconds, 1), **last}
                 if fields is None:
                     fields = ["step", "images_seen", "seconds", "l1", "mask", "id", "id_cross", "perceptual",
-                              "cycle", "adv_g", "fm", "adv_d", "total"]
+                              "struct", "cycle", "adv_g", "fm", "adv_d", "total"]
                 new = not log_path.is_file()
                 with open(log_path, "a", newline="") as handle:
                     writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
@@ -262,6 +281,12 @@ class Trainer:
                 print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
             if self.step % cfg.sample_every == 0 or self.step == end:
                 self.write_samples(self.run_dir / "samples" / f"step_{self.step:06d}.png")
-            if self.step % cfg.checkpoint_every == 0 or self.step == end:
+            out_of_time = deadline is not None and time.time() > deadline
+            if self.step % cfg.checkpoint_every == 0 or self.step == end or out_of_time:
                 self.save()
+                if cfg.export_latest:
+                    self.export(self.run_dir / "generator_latest.safetensors")
+            if out_of_time:
+                print(f"stopped after {max_minutes} min at step {self.step}; rerun to resume", flush=True)
+                break
         return last
