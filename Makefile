@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test host eval-lfw
+.PHONY: setup demo test host eval-lfw eval-swap eval-swap-quick eval-parser
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,3 +29,12 @@ test: setup host
 
 eval-lfw: setup
 	$(PY) -m fewshot_core.eval lfw
+
+eval-swap: setup  # the full table (500 pairs, K = 1, 3, 5, fairness) into docs/EVALUATION.md, ~15 min on 2 cores
+	$(PY) -m fewshot_core.eval swap --fairness --write-docs
+
+eval-swap-quick: setup  # under 5 minutes on 2 cores
+	$(PY) -m fewshot_core.eval swap --quick
+
+eval-parser: setup
+	$(PY) -m fewshot_core.eval parser

@@ -148,3 +148,26 @@ def test_int8_facenet_carry_matches_float32(model_dir, tmp_path):
     assert check(tmp_path / "facenet_int8.npz")["min_cosine"] > 0.999
     restored = restore(tmp_path / "facenet_int8.npz", tmp_path / "models")
     assert restored.name == require_part("facenet").name and restored.is_file()
+
+
+def test_fresh_run_starts_from_an_exported_generator(prepared, tmp_path):
+    from fewshot_core.errors import WeightsMismatchError
+
+    data, _ = prepared
+    cfg = TrainConfig.load("cpu_smoke", {"steps": 1})
+    first = Trainer(cfg, data, tmp_path / "first")
+    first.train()
+    export = first.export(tmp_path / "first.safetensors")
+
+    second = Trainer(cfg, data, tmp_path / "second")
+    second.init_generator_from(export)
+    exported = load_generator(export, device="cpu", dtype=torch.float32).state_dict()
+    assert all(torch.equal(exported[k], v) for k, v in second.generator.state_dict().items())
+    second.train()
+    assert load_generator(second.export(tmp_path / "second.safetensors")).config.extra["init_from"] == str(export)
+
+    with pytest.raises(ValueError, match="already holds a checkpoint"):
+        Trainer(cfg, data, tmp_path / "first").init_generator_from(export)
+    wider = TrainConfig.load("cpu_smoke", {"generator": {**cfg.generator, "base_channels": 8}})
+    with pytest.raises(WeightsMismatchError, match="base_channels"):
+        Trainer(wider, data, tmp_path / "third").init_generator_from(export)

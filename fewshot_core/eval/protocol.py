@@ -78,7 +78,7 @@ def heldout_photos(root: Path | None = None, limit_identities: int | None = None
         if d.is_dir() and f"lfw/{d.name}" in held:
             out[f"lfw/{d.name}"] = sorted(d.glob("*.jpg"))
     celeba = root / "celeba299"
-    for name, ident in sorted(split._celeba_table(str(celeba)).items()):
+    for name, ident in sorted(split.celeba_identity_table(str(celeba)).items()):
         if ident in held:
             out.setdefault(ident, []).append(celeba / "images" / name)
     missing = held - set(out)

@@ -87,7 +87,7 @@ def lfw_photo_counts(root: Path) -> dict[str, int]:
 
 
 @lru_cache(maxsize=4)
-def _celeba_table(celeba_dir: str) -> dict[str, str]:
+def celeba_identity_table(celeba_dir: str) -> dict[str, str]:
     """filename -> `celeba/ID` for one celeba299 folder."""
     path = Path(celeba_dir) / "identities.csv"
     if not path.is_file():
@@ -99,7 +99,7 @@ def _celeba_table(celeba_dir: str) -> dict[str, str]:
 def celeba_photo_counts(root: Path) -> dict[str, int]:
     """`celeba/ID` -> number of photos."""
     counts: dict[str, int] = defaultdict(int)
-    for ident in _celeba_table(str(_check_root(root) / "celeba299")).values():
+    for ident in celeba_identity_table(str(_check_root(root) / "celeba299")).values():
         counts[ident] += 1
     return dict(counts)
 
@@ -151,7 +151,7 @@ def identity_of(path: str | os.PathLike[str]) -> str:
     if len(parts) >= 3 and parts[-3] == "lfw":
         return f"lfw/{parts[-2]}"
     if len(parts) >= 3 and parts[-2] == "images" and parts[-3] == "celeba299":
-        table = _celeba_table(str(p.parent.parent))
+        table = celeba_identity_table(str(p.parent.parent))
         if p.name not in table:
             raise DataSplitError(f"{p.name} is not listed in {p.parent.parent / 'identities.csv'}.")
         return table[p.name]

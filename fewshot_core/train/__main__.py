@@ -22,12 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="stop at this step (resumable later)")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="checkpoint and stop after this much wall time (for bounded GPU slots)")
+    parser.add_argument("--init-generator", type=Path, default=None,
+                        help="start a fresh run from this exported generator (fp16 .safetensors)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON", help="override config values")
     parser.add_argument("--export", type=Path, default=None, help="write the generator (fp16) here at the end")
     args = parser.parse_args(argv)
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     cfg = TrainConfig.load(args.config, overrides)
     trainer = Trainer(cfg, args.data or prepared_dir(cfg.resolution), args.run_dir)
+    if args.init_generator:
+        trainer.init_generator_from(args.init_generator)
     print(f"run {cfg.name}: {len(trainer.data)} training crops, {len(trainer.data.identity_names)} identities, "
           f"device {trainer.device}, resuming at step {trainer.step}", flush=True)
     last = trainer.train(args.steps, args.max_minutes)

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from ..embed import FaceEmbedder
-from ..generator import FewShotGenerator, GeneratorConfig, save_generator
+from ..errors import WeightsMismatchError
+from ..generator import FewShotGenerator, GeneratorConfig, load_generator, save_generator
 from ..generator.degrade import random_degrade
 from ..imageio import save_image
 from ..models import require_part
@@ -95,6 +96,7 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas)
         self.step = 0
         self.images_seen = 0
+        self.init_from: str | None = None  # an exported generator this run started from, if any
         self.seconds = 0.0
         checkpoint = self.run_dir / "checkpoint"
         if (checkpoint / "state.json").is_file():
@@ -105,6 +107,24 @@ class Trainer:
         self.sample_index = np.random.default_rng(cfg.seed + 1).choice(len(self.data), 6, replace=False)
         self.sample_targets = np.random.default_rng(cfg.seed + 2).choice(len(self.data), 6, replace=False)
         self.autocast = cfg.bf16 and (self.device.type == "cuda" or cpu_bf16_supported())
+
+    def init_generator_from(self, path: Path) -> None:
+        """Start a fresh run from an exported generator (e.g. the shipped fp16 file); optimizers start anew.
+
+        Why: a GPU slot cannot carry a full checkpoint (Adam state included) beside its data, but an fp16
+        export fits, so a later slot continues from the export instead of from scratch.
+        """
+        if self.step > 0:
+            raise ValueError(f"{self.run_dir} already holds a checkpoint at step {self.step}; it resumes from that, "
+                             "so --init-generator is not needed (or use another --run-dir)")
+        source = load_generator(path, device=self.device)
+        mine = {k: v for k, v in self.gen_config.to_dict().items() if k != "extra"}
+        theirs = {k: v for k, v in source.config.to_dict().items() if k != "extra"}
+        if mine != theirs:
+            changed = sorted(k for k in mine if mine[k] != theirs.get(k))
+            raise WeightsMismatchError(f"{path} was built with other generator settings ({changed}) than this run")
+        self.generator.load_state_dict(source.state_dict())
+        self.init_from = str(path)
 
     def _modules(self) -> dict[str, torch.nn.Module]:
         return {"generator": self.generator, "discriminator": self.discriminator}
@@ -241,7 +261,8 @@ class Trainer:
         """The generator alone, fp16 safetensors, with the run recorded in its config."""
         config = GeneratorConfig.from_dict({**self.gen_config.to_dict(), "extra": {
             "run": self.cfg.name, "steps": self.step, "images_seen": self.images_seen,
-            "hours": round(self.seconds / 3600, 2), "device": str(self.device)}})
+            "hours": round(self.seconds / 3600, 2), "device": str(self.device),
+            **({"init_from": self.init_from} if self.init_from else {})}})
         self.generator.config = config
         partial = path.with_name(path.stem + ".partial.safetensors")  # a reader never sees half a file
         save_generator(self.generator, config, partial)
