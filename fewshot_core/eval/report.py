@@ -45,15 +45,6 @@ COLUMNS = [
 ]
 FAIR_COLUMNS = [Column("group", "group", _text)] + [c for c in COLUMNS if c.key not in ("top5", "k")]
 
-def column_notes(gaze_from: str | None) -> tuple[str, ...]:
-    """The notes under the results table; the gaze note names where iris centres come from."""
-    gaze = ("gaze: mean distance between the source's and the output's iris offsets, each eye in its corner "
-            "frame (unit: half the corner-to-corner width), iris centres from the " + gaze_from +
-            " on a crop aligned on dlib's landmarks") if gaze_from else \
-        "gaze: n/a (no face parser with iris output, weights/parser_128.safetensors, was found)"
-    return COLUMN_NOTES[:3] + (COLUMN_NOTES[3] + f"; {gaze}.",) + COLUMN_NOTES[4:]
-
-
 COLUMN_NOTES = (
     "* face: outputs in which dlib's HOG detector still finds a face; the other columns average over those "
     "(top-1/top-5 count an undetected output as a miss).",
@@ -84,6 +75,15 @@ def format_table(rows: Sequence[Mapping], columns: Sequence[Column] = COLUMNS) -
                                   for i, (v, w) in enumerate(zip(vals, widths)))
     out = [line([c.header for c in columns]), "  ".join("-" * w for w in widths)]
     return "\n".join(out + [line(r) for r in cells])
+
+
+def column_notes(gaze_from: str | None) -> tuple[str, ...]:
+    """The notes under the results table; the gaze note names where iris centres come from."""
+    gaze = ("gaze: mean distance between the source's and the output's iris offsets, each eye in its corner "
+            "frame (unit: half the corner-to-corner width), iris centres from the " + gaze_from +
+            " on a crop aligned on dlib's landmarks") if gaze_from else \
+        "gaze: n/a (no face parser with iris output, weights/parser_128.safetensors, was found)"
+    return COLUMN_NOTES[:3] + (COLUMN_NOTES[3] + f"; {gaze}.",) + COLUMN_NOTES[4:]
 
 
 def markdown_table(rows: Sequence[Mapping], columns: Sequence[Column] = COLUMNS) -> str:

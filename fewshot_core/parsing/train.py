@@ -307,8 +307,8 @@ def train(args: argparse.Namespace) -> dict:
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         crops, maps = _batch(faces, idx)
         crops, maps = augment(crops, maps, gen, args.aug_strength, args.blur)  # on CPU: seeded, device-independent
-        crops = crops.to(device).contiguous(memory_format=torch.channels_last)
-        maps = maps.to(device)   # ~25% faster convolutions on CPU
+        crops = crops.to(device).contiguous(memory_format=torch.channels_last)  # ~25% faster convolutions on CPU
+        maps = maps.to(device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, args.lr, args.warmup)
         loss, parts = parsing_loss(model(crops), maps, args.dice, weights)

@@ -87,7 +87,8 @@ def unpack(pack_path: Path, into: Path) -> dict:
                  embeddings=data["embeddings"], paths=np.array([f"packed/{i}" for i in range(n)]),
                  identities=data["identities"], heldout=np.zeros(n, bool), no_face=np.array([], dtype=str),
                  several_faces=np.array(0))
-        iris = data["iris_centres"].astype(np.float32) if "iris_centres" in data.files else np.zeros((n, 2, 2), np.float32)
+        iris = (data["iris_centres"].astype(np.float32) if "iris_centres" in data.files  # packs from before iris
+                else np.zeros((n, 2, 2), np.float32))
         np.savez(into / "labels" / "packed_0000.npz", class_maps=data["class_maps"], found=data["found"],
                  iris_centres=iris)
     return {"rows": n, "into": str(into)}
