@@ -46,13 +46,35 @@ def demo_images() -> Path:
     return folder
 
 
-def aligned_preview(model: SwapModel, image: torch.Tensor, size: int = 128) -> torch.Tensor:
-    """The source's largest face aligned to the swap crop: what the generator would see."""
+def face_matrix(model: SwapModel, image: torch.Tensor, size: int = 128) -> torch.Tensor:
+    """The similarity transform of the image's largest face onto the swap crop."""
     dets = order_faces(model.detect(image)[0], "largest_first")
     if dets.boxes.shape[0] == 0:
-        raise FewShotError("No face found in the demo source image.")
-    matrix = estimate_similarity(dets.landmarks[:1], template_pixels(SWAP_TEMPLATE, size))
-    return warp_to_crop(image, matrix, size)
+        raise FewShotError("No face found in a demo image.")
+    return estimate_similarity(dets.landmarks[:1], template_pixels(SWAP_TEMPLATE, size))
+
+
+def aligned_preview(model: SwapModel, image: torch.Tensor, size: int = 128) -> torch.Tensor:
+    """The image's largest face aligned to the swap crop: what the generator would see."""
+    return warp_to_crop(image, face_matrix(model, image, size), size)
+
+
+def both_ways_grid(model: SwapModel, folder: Path, size: int = 192) -> torch.Tensor:
+    """Face crops, one row per direction: source | target shots | swap (Biden -> Obama, Obama -> Biden).
+
+    Why: all four photos are public domain, so this grid may live in docs/ (held-out
+    evaluation grids are derived from the shared data and stay out of git).
+    """
+    biden = load_image(folder / SOURCE)
+    obamas = [load_image(folder / name) for name in TARGETS]
+    rows = []
+    for source, shots in ((biden, obamas), (obamas[0], [biden])):
+        swapped, _ = model.swap(source, model.encode_identity([s[0] for s in shots]))
+        crops = [aligned_preview(model, image, size) for image in shots]
+        matrix = face_matrix(model, source, size)  # the swap keeps the source's geometry: crop both alike
+        rows.append(make_row([warp_to_crop(source, matrix, size), *crops, warp_to_crop(swapped, matrix, size)],
+                             height=size))
+    return stack_rows(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         save_image(mask.expand(-1, 3, -1, -1), args.out / "mask.png")
         grid = stack_rows([make_row([source, swapped]), make_row(targets, height=192)])
         save_image(grid, args.out / "before_after.png")
+        save_image(both_ways_grid(model, folder), args.out / "both_ways.png")
         print(json.dumps({"swap": str(args.out / "swap.png"), "grid": str(args.out / "before_after.png"),
-                          "target_outliers": identity.outliers}))
+                          "both_ways": str(args.out / "both_ways.png"), "target_outliers": identity.outliers}))
         return 0
     except FewShotError as exc:
         print(f"error: {exc}", file=sys.stderr)

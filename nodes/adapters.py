@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from .spec import NodeSpec, Param
@@ -11,12 +12,28 @@ log = logging.getLogger("fewshot_swap")
 _BUILTIN = {"IMAGE", "MASK", "INT", "FLOAT", "BOOLEAN", "STRING", "COMBO"}
 
 
+NODE_API_ENV = "FEWSHOT_SWAP_NODE_API"  # "v1" registers the classic V1 classes even where V3 exists
+
+
 def has_v3_api() -> bool:
     try:
         from comfy_api.latest import ComfyExtension, io  # noqa: F401
     except Exception:
         return False
     return True
+
+
+def use_v3_api() -> bool:
+    """V3 where the host has it, unless the user asked for V1 (a frontend or tool that only knows V1)."""
+    wanted = os.environ.get(NODE_API_ENV, "").strip().lower()
+    if wanted not in ("", "v1", "v3"):
+        log.warning("fewshot-swap: %s=%r is not 'v1' or 'v3'; ignored", NODE_API_ENV, wanted)
+    if wanted == "v1":
+        return False
+    available = has_v3_api()
+    if wanted == "v3" and not available:
+        log.warning("fewshot-swap: %s=v3 but this ComfyUI has no V3 node API; registering V1 nodes", NODE_API_ENV)
+    return available
 
 
 # ----------------------------------------------------------------------- V3

@@ -115,7 +115,7 @@ def empty_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def probe_server(tmp_path_factory: pytest.TempPathFactory, empty_model_dir: Path) -> Iterator[ComfyServer]:
-    """A second server: our pack and the probe pack (both symlinked), an empty `fewshot` folder."""
+    """A second server: our pack (forced onto the V1 node API) and the probe pack, an empty `fewshot` folder."""
     require_comfy_host()
     base = tmp_path_factory.mktemp("comfy_probe_base")
     link_pack(base / "custom_nodes")
@@ -124,7 +124,7 @@ def probe_server(tmp_path_factory: pytest.TempPathFactory, empty_model_dir: Path
     (broken / "__init__.py").write_text(f"raise ImportError({BROKEN_MESSAGE!r})\n", encoding="utf-8")
     link_pack(base / "custom_nodes", source=broken, name="fewshot-host-broken")
     config = write_extra_model_paths(base / "extra_model_paths.yaml", {"fewshot": empty_model_dir})
-    server = start_comfy(base, extra_model_paths=config)
+    server = start_comfy(base, extra_model_paths=config, env={"FEWSHOT_SWAP_NODE_API": "v1"})
     try:
         yield server
     finally:
@@ -221,3 +221,45 @@ def test_pack_reads_models_from_extra_model_paths(probe_server: ComfyServer, emp
     assert err.value.node_type == "LoadFewShotModel", err.value
     assert str(empty_model_dir.resolve()) in err.value.message or str(empty_model_dir) in err.value.message, \
         err.value.message
+
+
+# ------------------------------------------------------------ V1 fallback
+def _contract(info: dict[str, Any]) -> dict[str, Any]:
+    """What a workflow depends on: socket names and types, outputs, display name, category."""
+    sections = {name: {k: input_type(v) for k, v in info["input"].get(name, {}).items()}
+                for name in ("required", "optional")}
+    return {"inputs": sections, "output": info["output"], "output_name": info["output_name"],
+            "display_name": info["display_name"], "category": info["category"],
+            "output_node": info["output_node"]}
+
+
+def test_v1_fallback_registers_the_same_nodes_as_v3(comfy_server: ComfyServer, probe_server: ComfyServer) -> None:
+    """Hosts without the V3 API get V1 classes built from the same specs: same sockets, same outputs."""
+    assert "registered through the V1 node API" in probe_server.log_text()
+    assert "registered through the V3 node API" in comfy_server.log_text()
+    ours = sorted(name for name, info in comfy_server.object_info().items()
+                  if info["python_module"] == f"custom_nodes.{PACK_NAME}")
+    assert set(PACK_NODES) <= set(ours)
+    for node in ours:
+        v1 = probe_server.object_info(node)
+        assert v1, f"{node} is missing from the V1 server\n{pack_failure_report(probe_server)}"
+        assert _contract(v1) == _contract(comfy_server.object_info(node)), node
+
+
+def test_v1_node_runs_in_a_prompt(probe_server: ComfyServer, tmp_path: Path) -> None:
+    """A full mask composites the processed image over the original: the V1 class executes the spec."""
+    pixels = write_noise_png(tmp_path / "noise.png", seed=2)
+    name = probe_server.upload_image(tmp_path / "noise.png")
+    h, w = pixels.shape[:2]
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": name}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": w, "height": h}},
+        "4": {"class_type": "FaceMaskComposite", "inputs": {"original": ["1", 0], "processed": ["2", 0],
+                                                             "mask": ["3", 0], "feather": 0.0,
+                                                             "color_match": False}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "v1"}},
+    }
+    paths = probe_server.image_paths(probe_server.run_prompt(prompt, timeout=120))
+    saved = np.asarray(Image.open(paths[0]).convert("RGB")).astype(int)
+    assert np.abs(saved - (255 - pixels.astype(int))).max() <= 1

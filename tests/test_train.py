@@ -171,3 +171,19 @@ def test_fresh_run_starts_from_an_exported_generator(prepared, tmp_path):
     wider = TrainConfig.load("cpu_smoke", {"generator": {**cfg.generator, "base_channels": 8}})
     with pytest.raises(WeightsMismatchError, match="base_channels"):
         Trainer(wider, data, tmp_path / "third").init_generator_from(export)
+
+
+def test_dataset_weights_shift_the_draws_and_reject_unknown_datasets(prepared, tmp_path):
+    data, _ = prepared
+    cfg = TrainConfig.load("cpu_smoke", {"dataset_weights": {"celeba": 4.0}})
+    trainer = Trainer(cfg, data, tmp_path / "run")
+    datasets = trainer.data.dataset
+    n_celeba = int((datasets == "celeba").sum())
+    assert 0 < n_celeba < len(datasets)
+    expected = 4 * n_celeba / (4 * n_celeba + len(datasets) - n_celeba)
+    drawn = datasets[trainer.draw(20_000)]
+    assert abs((drawn == "celeba").mean() - expected) < 0.02
+    uniform = Trainer(TrainConfig.load("cpu_smoke"), data, tmp_path / "uniform")
+    assert uniform.sample_p is None
+    with pytest.raises(ValueError, match="utkface"):
+        Trainer(TrainConfig.load("cpu_smoke", {"dataset_weights": {"utkface": 2.0}}), data, tmp_path / "bad")

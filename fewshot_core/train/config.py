@@ -18,6 +18,8 @@ class TrainConfig:
     generator: dict[str, Any] = field(default_factory=dict)  # GeneratorConfig overrides
     datasets: list[str] = field(default_factory=lambda: ["lfw", "celeba299", "utkface"])
     max_images: int | None = None
+    # Draw weights by identity prefix ("lfw", "celeba", "utkface"): {"utkface": 2.5} draws UTKFace 2.5x as often.
+    dataset_weights: dict[str, float] = field(default_factory=dict)
     batch_size: int = 8
     steps: int = 1000
     lr_g: float = 2e-4

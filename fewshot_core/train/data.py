@@ -44,7 +44,7 @@ class PreparedFaces:
             shards = [p for p in shards if p.name.rsplit("_", 1)[0] in datasets]
         if not shards:
             raise FewShotError(f"No prepared shards in {folder}. Run `python -m fewshot_core.train.prepare` first.")
-        crops, lms, embs, ids, maps = [], [], [], [], []
+        crops, lms, embs, ids, maps, sources = [], [], [], [], [], []
         for shard in shards:
             label_file = folder / "labels" / shard.name
             if with_labels and not label_file.is_file():
@@ -60,6 +60,8 @@ class PreparedFaces:
                 lms.append(data["landmarks"][keep])
                 embs.append(data["embeddings"][keep].astype(np.float32))
                 ids.extend(data["identities"][keep].tolist())
+                # the dataset from the identity's prefix ("utkface/..."), which survives packing
+                sources.extend(name.split("/", 1)[0] for name in data["identities"][keep].tolist())
         self.crops = np.concatenate(crops)
         self.landmarks = np.concatenate(lms)
         self.embeddings = np.concatenate(embs)
@@ -67,17 +69,36 @@ class PreparedFaces:
         lookup = {name: i for i, name in enumerate(names)}
         self.identity = np.array([lookup[name] for name in ids], dtype=np.int64)
         self.class_maps = np.concatenate(maps) if with_labels else None
+        self.dataset = np.array(sources)  # which dataset each crop came from, for weighted sampling
         if max_images is not None and max_images < len(self.identity):
             pick = np.sort(np.random.default_rng(seed).choice(len(self.identity), max_images, replace=False))
             self.crops, self.landmarks = self.crops[pick], self.landmarks[pick]
             if self.class_maps is not None:
                 self.class_maps = self.class_maps[pick]
             self.embeddings, self.identity = self.embeddings[pick], self.identity[pick]
+            self.dataset = self.dataset[pick]
         self.identity_names = names
         sums = np.zeros((len(names), self.embeddings.shape[1]), np.float32)
         np.add.at(sums, self.identity, self.embeddings)
         self.identity_means = sums / np.linalg.norm(sums, axis=1, keepdims=True).clip(1e-6)
         self.resolution = int(self.crops.shape[1])
+
+    def sampling_probabilities(self, dataset_weights: dict[str, float]) -> np.ndarray | None:
+        """Per-crop draw probabilities from per-dataset weights (absent datasets weigh 1); None when uniform.
+
+        Why: UTKFace is the one race-balanced source, but only 15% of the crops; weighting it up
+        gives the under-represented groups more of the training signal.
+        """
+        if not dataset_weights:
+            return None
+        unknown = sorted(set(dataset_weights) - set(self.dataset.tolist()))
+        if unknown:
+            raise ValueError(f"dataset_weights names datasets not in the training data: {unknown}; "
+                             f"it has {sorted(set(self.dataset.tolist()))} (the identities' prefixes)")
+        weights = np.array([dataset_weights.get(name, 1.0) for name in self.dataset], dtype=np.float64)
+        if (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError(f"dataset_weights must be non-negative and not all zero, got {dataset_weights}")
+        return weights / weights.sum()
 
     def __len__(self) -> int:
         return len(self.identity)

@@ -84,6 +84,7 @@ class Trainer:
                                   with_labels=cfg.structure == "parser")
         if self.data.resolution != cfg.resolution:
             raise ValueError(f"prepared data is {self.data.resolution} px but the config asks for {cfg.resolution}")
+        self.sample_p = self.data.sampling_probabilities(cfg.dataset_weights)
         self.mapper = LabelStructure() if cfg.structure == "parser" else LandmarkStructureMapper()
         self.gen_config = GeneratorConfig.for_mapper(self.mapper, resolution=cfg.resolution, **cfg.generator)
         self.generator = FewShotGenerator(self.gen_config).to(self.device).train()
@@ -133,21 +134,24 @@ class Trainer:
         return {"generator": self.opt_g, "discriminator": self.opt_d}
 
     # ------------------------------------------------------------- conditioning
+    def draw(self, count: int) -> np.ndarray:
+        """Crop indices for a batch or for cross targets, weighted by `dataset_weights` when set."""
+        return self.rng.choice(len(self.data), count, p=self.sample_p)
+
     def cross_codes(self, identity_index: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
         """Embeddings of other identities (or Beta mixtures of two) for the cross part of a batch."""
         count = identity_index.shape[0]
-        others = self.rng.integers(0, len(self.data), count)
+        others = self.draw(count)
         for i in range(count):  # resample the rare pick of the same identity
             while self.data.identity[others[i]] == int(identity_index[i]):
-                others[i] = self.rng.integers(0, len(self.data))
+                others[i] = self.draw(1)[0]
         means = torch.from_numpy(self.data.identity_means[self.data.identity[others]])
         own = F.normalize(torch.from_numpy(self.data.embeddings[others]), dim=1)
         use_own = torch.from_numpy(self.rng.random(count) < self.cfg.own_embedding_prob)[:, None]
         codes = torch.where(use_own, own, means)
         mix = self.rng.random(count) < self.cfg.mix_prob
         if mix.any():
-            partners = torch.from_numpy(self.data.identity_means[self.data.identity[
-                self.rng.integers(0, len(self.data), int(mix.sum()))]])
+            partners = torch.from_numpy(self.data.identity_means[self.data.identity[self.draw(int(mix.sum()))]])
             alpha = torch.from_numpy(self.rng.beta(self.cfg.mix_beta, self.cfg.mix_beta, int(mix.sum()))).float()
             mixed = F.normalize(alpha[:, None] * codes[mix] + (1 - alpha[:, None]) * partners, dim=1)
             codes[torch.from_numpy(mix)] = mixed
@@ -282,7 +286,7 @@ class Trainer:
         fields: list[str] | None = None
         while self.step < end:
             started = time.time()
-            index = self.rng.integers(0, len(self.data), cfg.batch_size)
+            index = self.draw(cfg.batch_size)
             batch = self.data.batch(index, self.device, self.rng)
             last = self.train_step(batch)
             self.step += 1
