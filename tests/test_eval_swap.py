@@ -193,6 +193,9 @@ def test_quick_baselines_rank_the_real_target_photo_far_above_no_swap(capsys, tm
     assert res["classical_k5"]["n"] == 8 and 0.0 <= res["classical_k5"]["top1"] <= 1.0
     page = (tmp_path / "EVALUATION.md").read_text()
     assert "| upper bound |" in page and "--max-identities 24" in page and "not FID" in page
+    # FD* in FaceNet-512 space when `fetch --eval` converted it, else dlib's, and the page says which
+    assert summary["realism"] in (report.REALISM_LABEL, report.REALISM_LABEL_DLIB) and summary["realism"] in page
+    assert res["classical_k5"]["fd"] is not None and res["no_swap"]["fd"] is not None
     assert 0 < (tmp_path / "eval_grid.png").stat().st_size <= 300_000
 
 

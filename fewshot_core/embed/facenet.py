@@ -1,5 +1,8 @@
 """Inception-ResNet-v1 as in David Sandberg's FaceNet (20170512-110547), in plain PyTorch.
 
+The same trunk serves the 512-D 2018 model (`convert512.py`, evaluation only):
+only the bottleneck width (`embedding_dim`) differs.
+
 Inference-only layout: every conv's BatchNorm (scale-less, eps 1e-3) is folded
 into the conv's weight and bias by `convert.py`, and the bottleneck BatchNorm is
 folded into `last_linear`, so the module holds exactly the arithmetic the Keras
@@ -16,7 +19,7 @@ from torch import nn
 from ..state_check import state_dict_mismatch
 from ..errors import WeightsMismatchError
 
-EMBEDDING_DIM = 128
+EMBEDDING_DIM = 128  # the generator's identity model; the evaluation's FaceNet-512 passes embedding_dim=512
 INPUT_SIZE = 160
 
 
@@ -117,9 +120,9 @@ class Mixed7a(nn.Module):
 
 
 class InceptionResnetV1(nn.Module):
-    """FaceNet trunk: prewhitened [B,3,160,160] RGB -> raw (not normalised) [B,128] embedding."""
+    """FaceNet trunk: standardised [B,3,160,160] RGB -> raw (not normalised) [B,embedding_dim] embedding."""
 
-    def __init__(self):
+    def __init__(self, embedding_dim: int = EMBEDDING_DIM):
         super().__init__()
         self.conv2d_1a = ConvReLU(3, 32, 3, stride=2)
         self.conv2d_2a = ConvReLU(32, 32, 3)
@@ -133,7 +136,7 @@ class InceptionResnetV1(nn.Module):
         self.mixed_7a = Mixed7a()
         self.repeat_3 = nn.Sequential(*[Block8() for _ in range(5)])
         self.block8 = Block8(scale=1.0, relu=False)
-        self.last_linear = nn.Linear(1792, EMBEDDING_DIM, bias=True)
+        self.last_linear = nn.Linear(1792, embedding_dim, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)[0]
@@ -155,9 +158,9 @@ class InceptionResnetV1(nn.Module):
         return self.last_linear(x.mean(dim=(2, 3))), [f1, f2, f3]
 
 
-def check_state_dict(state: dict[str, torch.Tensor], source: str) -> None:
+def check_state_dict(state: dict[str, torch.Tensor], source: str, embedding_dim: int = EMBEDDING_DIM) -> None:
     """Raise WeightsMismatchError unless `state` has exactly the module's keys and shapes."""
-    problem = state_dict_mismatch(InceptionResnetV1(), state)
+    problem = state_dict_mismatch(InceptionResnetV1(embedding_dim), state)
     if problem:
         raise WeightsMismatchError(
             f"{source} does not fit FaceNet Inception-ResNet-v1: {problem}. "

