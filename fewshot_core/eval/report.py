@@ -13,10 +13,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-REALISM_LABEL = "Fréchet distance in FaceNet-512 (CASIA-WebFace) feature space — a proxy, not FID"
+REALISM_LABEL = "Fréchet distance in FaceNet-512 (CASIA-WebFace) feature space (a proxy, not FID)"
 REALISM_LABEL_DLIB = ("Fréchet distance in dlib descriptor space (FaceNet-512 not fetched: "
-                      "python -m fewshot_core.models fetch --eval) — a proxy, not FID")
-REALISM_LABEL_DLIB_CHOSEN = "Fréchet distance in dlib descriptor space (--realism dlib) — a proxy, not FID"
+                      "python -m fewshot_core.models fetch --eval) (a proxy, not FID)")
+REALISM_LABEL_DLIB_CHOSEN = "Fréchet distance in dlib descriptor space (--realism dlib) (a proxy, not FID)"
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ COLUMN_NOTES = (
     "* pose deg: mean |yaw, pitch, roll| difference to the source (68-landmark PnP); expr: mean landmark "
     "distance after similarity alignment, over the source's inter-ocular distance (includes face shape, "
     "so compare methods, not absolutes)",
-    "* FD*: {realism} between the outputs and the real gallery photos. 'no swap' (real photos, same "
+    "* FD*: {realism}, between the outputs and the real gallery photos. 'no swap' (real photos, same "
     "sample size) is the reference. {features} Face-recogniser features encode identity, so the proxy also "
     "grows when a set holds few distinct people: the upper bound repeats one probe per target and the swaps "
     "carry only the targets' identities. Compare swappers with each other at equal n, not with the baselines' "
