@@ -47,11 +47,15 @@ def test_smoke_training_checkpoints_resumes_and_exports(prepared, tmp_path):
     assert (tmp_path / "run" / "samples" / "step_000003.png").is_file()
     weights = {k: v.clone() for k, v in trainer.generator.state_dict().items()}
 
+    with open(tmp_path / "run" / "losses.csv", "a", newline="") as handle:  # logged past the last checkpoint
+        handle.write("4,32,9.9" + ",0" * 11 + "\n")
     resumed = Trainer(cfg, data, tmp_path / "run")
     assert resumed.step == 3
     assert all(torch.equal(weights[k], v) for k, v in resumed.generator.state_dict().items())
     resumed.train(5)
     assert resumed.step == 5
+    rows = list(csv.DictReader(open(tmp_path / "run" / "losses.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5] and float(rows[3]["seconds"]) != 9.9
 
     path = resumed.export(tmp_path / "gen.safetensors")
     generator = load_generator(path, device="cpu", dtype=torch.float32)

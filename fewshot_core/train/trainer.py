@@ -282,6 +282,7 @@ class Trainer:
         end = steps if steps is not None else cfg.steps
         deadline = time.time() + 60 * max_minutes if max_minutes else None
         log_path = self.run_dir / "losses.csv"
+        drop_log_rows_after(log_path, self.step)
         last: dict[str, float] = {}
         fields: list[str] | None = None
         while self.step < end:
@@ -315,3 +316,21 @@ class Trainer:
                 print(f"stopped after {max_minutes} min at step {self.step}; rerun to resume", flush=True)
                 break
         return last
+
+
+def drop_log_rows_after(log_path: Path, step: int) -> None:
+    """Forget logged rows past `step`: a run stopped between checkpoints redoes those steps on resume,
+    and duplicate steps would fold the loss curve back on itself."""
+    if not log_path.is_file():
+        return
+    with open(log_path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    if len(rows) < 2:
+        return
+    kept = [rows[0]] + [row for row in rows[1:] if row and int(row[0]) <= step]
+    if len(kept) == len(rows):
+        return
+    partial = log_path.with_name(log_path.name + ".partial")
+    with open(partial, "w", newline="") as handle:
+        csv.writer(handle).writerows(kept)
+    partial.replace(log_path)
