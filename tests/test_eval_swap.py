@@ -104,7 +104,8 @@ def test_fairness_pairs_stay_inside_one_group_and_split_targets_from_sources():
 # --- scoring ------------------------------------------------------------------------
 
 def test_gallery_rank_and_summary_count_undetected_outputs_as_misses():
-    from fewshot_core.eval.swap import Analysis, Gallery, Reference, Score, summarise
+    from fewshot_core.eval.analysis import Analysis, Gallery, Reference
+    from fewshot_core.eval.scoring import Score, summarise
 
     rng = np.random.default_rng(0)
     centres = {f"id{i}": rng.normal(size=128) for i in range(10)}
@@ -215,7 +216,7 @@ def test_a_given_generator_file_is_evaluated_under_its_own_name(capsys, model_di
 def test_parser_iris_centres_lie_in_dlib_eye_outlines():
     _needs_dlib()
     from fewshot_core.eval.evaluator import DlibEvaluator, load_rgb
-    from fewshot_core.eval.swap import ParserIrisLocator
+    from fewshot_core.eval.analysis import ParserIrisLocator
 
     locator = ParserIrisLocator.from_default()
     if locator is None:

@@ -23,7 +23,7 @@ from fewshot_core.embed.facenet import EMBEDDING_DIM_512 as FACENET512_DIM, Ince
 from fewshot_core.embed.graphdef import Node, parse_graphdef
 from fewshot_core.errors import ModelFileMissingError
 from fewshot_core.eval import report
-from fewshot_core.eval.swap import DlibDescriptorFeatures, FaceNet512Features, realism_features
+from fewshot_core.eval.analysis import DlibDescriptorFeatures, FaceNet512Features, realism_features
 from fewshot_core.models import PARTS, part_path, require_part
 from fewshot_core.models.fetch import default_parts
 from fewshot_core.paths import cache_root
