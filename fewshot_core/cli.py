@@ -16,6 +16,7 @@ from .errors import FewShotError, ModelFileMissingError
 from .identity import load_identity, save_identity
 from .imageio import load_image, make_row, save_image
 from .pipeline import SwapModel, SwapSettings, parse_face_indices
+from .temporal import LandmarkStabiliser
 from .weights import default_generator_path
 
 
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--strength", type=float, default=1.0)
     parser.add_argument("--feather", type=float, default=6.0)
     parser.add_argument("--no-color-match", action="store_true")
+    parser.add_argument("--temporal-smoothing", type=float, default=0.0,
+                        help="0..1: the sources are frames of one video, in order; steadies each face's alignment")
     parser.add_argument("--mask-out", type=Path, help="also write the mask of what was replaced")
     parser.add_argument("--grid", type=Path, help="also write a before/after grid with the target photos")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -56,11 +59,13 @@ def run(args: argparse.Namespace) -> dict:
     if args.save_identity:
         save_identity(identity, args.save_identity)
     settings = SwapSettings(faces=parse_face_indices(args.faces), order=args.order, strength=args.strength,
-                            feather_px=args.feather, color_match=not args.no_color_match)
+                            feather_px=args.feather, color_match=not args.no_color_match,
+                            temporal_smoothing=args.temporal_smoothing)
+    stabiliser = LandmarkStabiliser(args.temporal_smoothing) if args.temporal_smoothing > 0 else None
     written = []
     for index, source_path in enumerate(args.source):
         source = load_image(source_path)
-        out, mask = model.swap(source, identity, settings)
+        out, mask = model.swap(source, identity, settings, stabiliser=stabiliser)
         target = args.out if len(args.source) == 1 else args.out / f"{source_path.stem}_swapped.png"
         written.append(str(save_image(out, target)))
         if args.mask_out:

@@ -21,6 +21,7 @@ from .models import require_part
 from .paste import color_match as match_colours
 from .paste import paste_back
 from .structure import LandmarkStructureMapper, StructureMapper
+from .temporal import LandmarkStabiliser
 
 FaceOrder = Literal["left_to_right", "largest_first"]
 ProgressFn = Callable[[int, int], None]
@@ -63,6 +64,7 @@ class SwapSettings:
     feather_px: float = 6.0
     color_match: bool = True
     min_face_size: int = 40
+    temporal_smoothing: float = 0.0  # 0..1: steadies each face's alignment across the frames of a batch
 
 
 class SwapModel:
@@ -163,14 +165,21 @@ class SwapModel:
         chunk_size: int = 8,
         progress: ProgressFn | None = None,
         check_interrupt: InterruptFn | None = None,
+        stabiliser: LandmarkStabiliser | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Swap the selected faces of every image; returns (images, full-frame masks [B, 1, H, W])."""
+        """Swap the selected faces of every image; returns (images, full-frame masks [B, 1, H, W]).
+
+        With `settings.temporal_smoothing` > 0 the images are frames of one video, in order; pass your
+        own `stabiliser` to carry the smoothing across calls (frames read one file at a time).
+        """
         settings = settings or SwapSettings()
         images = check_images(images, "source image")
         config = self.config
         outputs, masks = [], []
         total = images.shape[0]
         any_face = False
+        if stabiliser is None and settings.temporal_smoothing > 0:
+            stabiliser = LandmarkStabiliser(settings.temporal_smoothing)
         for start in range(0, total, chunk_size):
             if check_interrupt is not None:
                 check_interrupt()
@@ -179,6 +188,8 @@ class SwapModel:
             out_chunk, mask_chunk = chunk.clone(), torch.zeros_like(chunk[:, :1])
             for b, dets in enumerate(detections):
                 chosen = self._select(dets, settings)
+                if stabiliser is not None:  # every frame, even a faceless one, which ends the tracks
+                    chosen = FaceDetections(chosen.boxes, chosen.scores, stabiliser(chosen.landmarks))
                 if chosen.boxes.shape[0] == 0:
                     continue
                 any_face = True

@@ -101,10 +101,12 @@ def load_identity_node(name: str) -> tuple:
 
 # ---------------------------------------------------------------------- swap
 def swap(model: SwapModel, identity: IdentityEmbedding, image: torch.Tensor, faces: str, order: str,
-         strength: float, feather: float, color_match: bool, min_face_size: int, chunk_size: int) -> tuple:
+         strength: float, feather: float, color_match: bool, min_face_size: int, chunk_size: int,
+         temporal_smoothing: float = 0.0) -> tuple:
     images = to_core(image, "source image")
     settings = SwapSettings(faces=parse_face_indices(faces), order=order, strength=strength,
-                            feather_px=feather, color_match=color_match, min_face_size=min_face_size)
+                            feather_px=feather, color_match=color_match, min_face_size=min_face_size,
+                            temporal_smoothing=temporal_smoothing)
     out, mask = model.swap(images, identity, settings, chunk_size=chunk_size,
                            progress=host.progress_reporter(images.shape[0]), check_interrupt=host.interrupt_check)
     return to_comfy(out), mask[:, 0].cpu()
@@ -176,6 +178,9 @@ SPECS: list[NodeSpec] = [
             Param("color_match", "BOOLEAN", default=True),
             Param("min_face_size", "INT", default=40, min=12, max=1024, step=1),
             Param("chunk_size", "INT", default=8, min=1, max=256, step=1, tooltip="frames per step"),
+            Param("temporal_smoothing", "FLOAT", default=0.0, min=0.0, max=1.0, step=0.05, optional=True,
+                  tooltip="for a batch of video frames in order: steadies each face's alignment so the swap "
+                          "does not wobble (0 off; leave 0 for unrelated images)"),
         ],
         outputs=[Out("IMAGE", "image"), Out("MASK", "mask")],
         run=swap,
