@@ -73,6 +73,8 @@ class ParserStructureMapper:
         # inputs saved for backward, which inference tensors refuse.
         with torch.no_grad():
             out = self.parser(x.contiguous(memory_format=torch.channels_last))
+            if self.parser.class_bias is not None:  # calibrated borders (`parsing/calibrate.py`)
+                out = out + self.parser.class_bias.to(out)[None, :, None, None]
         if side != train_side:
             out = F.interpolate(out, size=(side, side), mode="bilinear", align_corners=False)
         return out.contiguous().to(crops.device)

@@ -32,6 +32,9 @@ from .classes import NUM_CLASSES, PARSE_CLASSES
 
 FORMAT = "fewshot-parser-v1"
 CONFIG_KEY = "parser_config"
+# Per-class logit offsets fitted after training (`parsing/calibrate.py`); belong to one set of weights only,
+# so `save_parser` never carries them over to a retrained parser.
+CLASS_BIAS_KEY = "class_logit_bias"
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ class FaceParser(nn.Module):
     def __init__(self, config: ParserConfig | None = None) -> None:
         super().__init__()
         self.config = cfg = config or ParserConfig()
+        self.class_bias: Tensor | None = None  # [classes] logit offsets read from the file; the mapper adds them
         w, n = cfg.widths, cfg.blocks
         self.stem = nn.Sequential(nn.Conv2d(12, w[0], 3, 1, 1, bias=False), *_bn_act(w[0]))
         self.stem_blocks = nn.Sequential(*[ResBlock(w[0]) for _ in range(n[0])])
@@ -257,6 +261,14 @@ def load_parser(path: str | os.PathLike[str], device: str | torch.device = "cpu"
     if problem:
         raise _foreign(path, problem)
     model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()})
+    if CLASS_BIAS_KEY in meta:
+        try:
+            bias = torch.tensor(json.loads(meta[CLASS_BIAS_KEY]), dtype=torch.float32)
+        except (json.JSONDecodeError, TypeError, ValueError) as exc:
+            raise _foreign(path, f"unreadable '{CLASS_BIAS_KEY}' metadata: {exc}") from exc
+        if bias.shape != (len(cfg.classes),):
+            raise _foreign(path, f"'{CLASS_BIAS_KEY}' has {bias.numel()} values for {len(cfg.classes)} classes")
+        model.class_bias = bias.to(device)
     return model.to(device).eval()
 
 
