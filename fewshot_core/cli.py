@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.save_identity:
         save_identity(identity, args.save_identity)
     settings = SwapSettings(faces=parse_face_indices(args.faces), order=args.order, strength=args.strength,
-                            feather_px=args.feather, color_match=not args.no_color_match,
-                            temporal_smoothing=args.temporal_smoothing)
+                            feather_px=args.feather, color_match=not args.no_color_match)
+    # one stabiliser for all sources: they are frames of one video, swapped one call at a time
     stabiliser = LandmarkStabiliser(args.temporal_smoothing) if args.temporal_smoothing > 0 else None
     written = []
     for index, source_path in enumerate(args.source):

@@ -61,9 +61,6 @@ class LandmarkStabiliser:
         if not 0.0 <= self.smoothing <= 1.0:
             raise InputShapeError(f"Temporal smoothing must be within 0..1, got {self.smoothing}.")
 
-    def reset(self) -> None:
-        self._tracks = []
-
     def __call__(self, landmarks: torch.Tensor) -> torch.Tensor:
         """Filtered copy of one frame's landmarks [N, 5, 2] (pixel x, y)."""
         if landmarks.ndim != 3 or landmarks.shape[1:] != (5, 2):

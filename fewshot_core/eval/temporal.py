@@ -19,7 +19,8 @@ import time
 
 import torch
 
-from ..demo import SOURCE, demo_images
+from ..demo import SOURCE, TARGETS, demo_images
+from ..detect import order_faces
 from ..errors import FewShotError
 from ..imageio import load_image
 from ..pipeline import SwapModel, SwapSettings
@@ -92,14 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         model = SwapModel.load(generator if generator is not None and generator.is_file() else None)
         photo = load_image(demo_images() / SOURCE)
         frames, offsets = make_clip(photo)
-        detected = []
-        for frame in frames:
-            faces = model.detect(frame[None])[0]
-            if len(faces) == 0:
-                raise FewShotError("the detector lost the face in a clip frame; the benchmark needs every frame")
-            biggest = int(((faces.boxes[:, 2] - faces.boxes[:, 0]) * (faces.boxes[:, 3] - faces.boxes[:, 1])).argmax())
-            detected.append(faces.landmarks[biggest:biggest + 1])
-        raw = torch.cat(detected)                              # [T, 5, 2] in frame coordinates
+        detected = model.detect(frames)
+        if any(len(faces) == 0 for faces in detected):
+            raise FewShotError("the detector lost the face in a clip frame; the benchmark needs every frame")
+        raw = torch.cat([order_faces(faces, "largest_first").landmarks[:1] for faces in detected])  # [T, 5, 2]
         truth = (raw + offsets[:, None]).mean(dim=0)          # the face does not move in the photo
         results = {}
         for value in values:
@@ -131,8 +128,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _identity(model: SwapModel):
     """The demo's target identity (three public-domain photos of one person)."""
-    from ..demo import TARGETS
-
     folder = demo_images()
     return model.encode_identity([load_image(folder / name)[0] for name in TARGETS])
 

@@ -46,13 +46,14 @@ def mean_iou(scores: torch.Tensor, maps: torch.Tensor, bias: torch.Tensor, chunk
     """Mean IoU over the non-background classes of argmax(scores + bias) against `maps`."""
     conf = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.long)
     for i in range(0, len(scores), chunk):
-        pred = (scores[i:i + chunk].float() + bias[None, :, None, None]).argmax(dim=1)
+        pred = (scores[i:i + chunk].float() + bias[None, :, None, None]).argmax(dim=1)  # no copy if float
         conf += confusion(pred, maps[i:i + chunk])
     return float(np.nanmean(iou_from_confusion(conf).numpy()[1:]))
 
 
 def fit_class_bias(scores: torch.Tensor, maps: torch.Tensor, steps=STEPS) -> tuple[torch.Tensor, float, float]:
     """Offsets [C] (background fixed at 0) that raise mean IoU; returns (offsets, mIoU before, after)."""
+    scores = scores.float()  # once, not in every trial (about 1.6 GB for 2,000 faces at 128 px)
     bias = torch.zeros(scores.shape[1])
     start = best = mean_iou(scores, maps, bias)
     for step in steps:
