@@ -120,6 +120,31 @@ def test_structure_loss_time_limit_and_latest_export(labelled, tmp_path):
     assert not list((tmp_path / "run").glob("*.partial.safetensors"))
 
 
+def test_balanced_structure_loss_weighs_small_parts_up():
+    """With balance, a mistake on a small class (a brow) costs more than the same count of skin mistakes."""
+    import torch.nn.functional as F
+
+    from fewshot_core.parsing.classes import CLASS_INDEX, IGNORE_INDEX, NUM_CLASSES
+    from fewshot_core.train.losses import structure_loss
+
+    maps = torch.full((1, 16, 16), CLASS_INDEX["skin"], dtype=torch.long)
+    maps[0, :4] = 0  # background
+    maps[0, 6, 2:6] = CLASS_INDEX["brow_l"]
+    maps[0, 15, 15] = IGNORE_INDEX
+    right = F.one_hot(maps.clamp(max=NUM_CLASSES - 1), NUM_CLASSES).permute(0, 3, 1, 2).float() * 16.0
+    brow_wrong, skin_wrong = right.clone(), right.clone()
+    brow_wrong[0, :, 6, 2:6] = 0.0  # the brow's 4 pixels predicted as skin
+    brow_wrong[0, CLASS_INDEX["skin"], 6, 2:6] = 16.0
+    skin_wrong[0, :, 10, 2:6] = 0.0  # 4 skin pixels predicted as background
+    skin_wrong[0, 0, 10, 2:6] = 16.0
+
+    plain = F.cross_entropy(brow_wrong, maps, ignore_index=IGNORE_INDEX)
+    assert torch.allclose(structure_loss(brow_wrong, maps, 0.0), plain)
+    assert torch.allclose(structure_loss(brow_wrong, maps, 0.0), structure_loss(skin_wrong, maps, 0.0), rtol=1e-4)
+    assert structure_loss(brow_wrong, maps, 0.5) > 2 * structure_loss(skin_wrong, maps, 0.5)
+    assert structure_loss(right, maps, 0.5) < 1e-3
+
+
 def test_pack_round_trip_keeps_only_training_rows(labelled, tmp_path):
     from fewshot_core.parsing.train import load_labelled
     from fewshot_core.train.pack import pack, unpack

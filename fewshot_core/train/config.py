@@ -43,6 +43,7 @@ class TrainConfig:
     w_fm: float = 5.0
     w_cycle: float = 0.0
     w_struct: float = 0.0  # cross outputs must parse (frozen shipped parser) like their source's class map
+    struct_balance: float = 0.0  # class weights (freq/median)^-p in that loss: small parts (brows, nose) count more
     adv_start: int = 0  # step at which adversarial losses switch on
     disc_scales: int = 2
     disc_channels: int = 48

@@ -1,4 +1,4 @@
-"""Losses: identity cosine and perceptual features from FaceNet, hinge adversarial, feature matching.
+"""Losses: identity cosine and perceptual features from FaceNet, hinge adversarial, feature matching, structure.
 
 No VGG weights exist here, so perceptual features come from the recognition
 network itself (its stem and first Inception-ResNet stages), on crops aligned
@@ -11,6 +11,10 @@ import torch.nn.functional as F
 
 from ..embed import FaceEmbedder
 from ..embed.embedder import prewhiten
+from ..parsing.classes import IGNORE_INDEX
+
+# Class weights of the balanced structure loss are clipped to [1/_MAX_CLASS_WEIGHT, _MAX_CLASS_WEIGHT].
+_MAX_CLASS_WEIGHT = 10.0
 
 
 def facenet_features(embedder: FaceEmbedder, crops160: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -47,3 +51,24 @@ def feature_matching_loss(fake_feats: list[list[torch.Tensor]], real_feats: list
             total = total + F.l1_loss(f, r.detach())
             count += 1
     return total / max(count, 1)
+
+
+def structure_loss(logits: torch.Tensor, class_maps: torch.Tensor, balance: float = 0.0) -> torch.Tensor:
+    """Cross-entropy of the frozen parser's logits on an output against its source's class map.
+
+    Why `balance`: unweighted, skin and background own almost every pixel, so a brow drawn a few pixels
+    too high or a nose drawn too long costs nearly nothing, yet those are what landmark-based expression
+    error sees. With balance p > 0 each class present in the batch is weighted (freq / median freq) ** -p,
+    clipped to [0.1, 10], as in the parser's own training; 0 is plain cross-entropy.
+    """
+    weight = None
+    if balance > 0:
+        n = logits.shape[1]
+        valid = class_maps != IGNORE_INDEX
+        counts = torch.bincount(class_maps[valid].flatten(), minlength=n)[:n].float()
+        present = counts > 0
+        weight = torch.ones(n, device=logits.device)
+        if bool(present.any()):
+            freq = counts[present] / counts.sum()
+            weight[present] = ((freq / freq.median()) ** (-balance)).clamp(1 / _MAX_CLASS_WEIGHT, _MAX_CLASS_WEIGHT)
+    return F.cross_entropy(logits, class_maps, weight=weight, ignore_index=IGNORE_INDEX)

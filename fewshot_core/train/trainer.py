@@ -29,7 +29,7 @@ from ..generator.degrade import random_degrade
 from ..imageio import save_image
 from ..models import require_part
 from ..paths import cache_root
-from ..parsing.classes import IGNORE_INDEX, PARSE_CLASSES
+from ..parsing.classes import PARSE_CLASSES
 from ..parsing.mapper import default_parser_path
 from ..parsing.network import load_parser
 from ..structure import LandmarkStructureMapper
@@ -39,7 +39,7 @@ from .config import TrainConfig
 from .data import Batch, PreparedFaces, soft_class_maps
 from .discriminator import MultiScaleDiscriminator
 from .losses import (facenet_features, feature_matching_loss, hinge_d_loss, hinge_g_loss, identity_loss,
-                     perceptual_loss)
+                     perceptual_loss, structure_loss)
 
 
 def pick_device(name: str) -> torch.device:
@@ -206,7 +206,7 @@ class Trainer:
             # The cross output must parse like its source: same brows, eye openings, irises, lips.
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
                 logits = self.parser(comp[n_rec:])
-            losses["struct"] = F.cross_entropy(logits.float(), batch.class_maps[n_rec:], ignore_index=IGNORE_INDEX)
+            losses["struct"] = structure_loss(logits.float(), batch.class_maps[n_rec:], cfg.struct_balance)
         if cfg.w_cycle > 0 and n_cross:
             back, _ = self.generate(comp[n_rec:], structure[n_rec:], batch.own_embedding[n_rec:])
             losses["cycle"] = ((back - x[n_rec:]).abs() * (0.2 + face[n_rec:])).mean()
