@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from fewshot_core.eval import split
-from fewshot_core.eval.expression import expression_error, gaze_offset, similarity_align
+from fewshot_core.eval.expression import (LANDMARK_REGIONS, expression_error, expression_error_by_region, gaze_offset,
+                                          similarity_align)
 from fewshot_core.eval.frechet import frechet_distance, frechet_from_stats
 from fewshot_core.eval.pose import MODEL_INDEX, _project, head_pose, pose_error
 
@@ -205,6 +206,21 @@ def test_expression_error_grows_with_perturbation():
     # a mirror image is not a similarity transform: it must not align away
     mirrored = lm * [-1, 1]
     assert expression_error(lm, mirrored) > errs[0]
+
+
+def test_expression_regions_split_the_error_and_locate_a_moved_mouth():
+    lm = _face_like()
+    covered = sorted(i for part in LANDMARK_REGIONS.values() for i in range(68)[part])
+    assert covered == list(range(68)), "the regions partition the 68 points"
+    moved = lm.copy()
+    moved[48:68] += np.random.default_rng(2).normal(scale=4.0, size=(20, 2))  # only the mouth changes
+    by_region = expression_error_by_region(lm, moved)
+    assert set(by_region) == set(LANDMARK_REGIONS)
+    assert by_region["mouth"] > 3 * max(v for k, v in by_region.items() if k != "mouth")
+    sizes = {k: len(range(68)[part]) for k, part in LANDMARK_REGIONS.items()}
+    weighted = sum(by_region[k] * sizes[k] for k in sizes) / 68
+    assert weighted == pytest.approx(expression_error(lm, moved))
+    assert all(v < 1e-9 for v in expression_error_by_region(lm, 2.0 * lm + 5.0).values())
 
 
 def test_gaze_offset_in_eye_corner_frame():

@@ -192,7 +192,12 @@ def test_quick_baselines_rank_the_real_target_photo_far_above_no_swap(capsys, tm
     if summary["gaze_from"] is not None:  # the shipped parser gives iris centres
         assert res["no_swap"]["gaze"] == 0.0 and res["upper_bound"]["gaze"] > 0.0
     assert res["classical_k5"]["n"] == 8 and 0.0 <= res["classical_k5"]["top1"] <= 1.0
+    regions = {k: v for k, v in res["classical_k5"].items() if k.startswith("expr_")}
+    assert len(regions) == 5 and all(v > 0 for v in regions.values())
+    assert min(regions.values()) <= res["classical_k5"]["expr"] <= max(regions.values())
+    assert res["no_swap"]["expr_mouth"] == 0.0
     page = (tmp_path / "EVALUATION.md").read_text()
+    assert f"## {report.REGION_HEADING}" in page and "| classical | 5 |" in page.split(report.REGION_HEADING)[1]
     assert "| upper bound |" in page and "--max-identities 24" in page and "not FID" in page
     # FD* in FaceNet-512 space when `fetch --eval` converted it, else dlib's, and the page says which
     assert summary["realism"] in (report.REALISM_LABEL, report.REALISM_LABEL_DLIB) and summary["realism"] in page

@@ -16,6 +16,10 @@ LEFT_EYE = slice(36, 42)   # eye on the image's left (iBUG 300-W order)
 RIGHT_EYE = slice(42, 48)
 OUTER_CORNERS = (36, 45)   # 300-W inter-ocular normalisation
 EYE_CORNERS = ((36, 39), (42, 45))  # (image-left corner, image-right corner) of each eye
+# Landmark groups of the 68-point (iBUG 300-W) scheme. Jaw and nose carry mostly face shape (identity, which a
+# swap should change); brows, eyes and mouth carry most of the expression.
+LANDMARK_REGIONS: dict[str, slice] = {"jaw": slice(0, 17), "brows": slice(17, 27), "nose": slice(27, 36),
+                                      "eyes": slice(36, 48), "mouth": slice(48, 68)}
 
 
 def _lm68(x: np.ndarray, name: str) -> np.ndarray:
@@ -44,15 +48,30 @@ def inter_ocular(landmarks68: np.ndarray) -> float:
     return float(np.linalg.norm(lm[OUTER_CORNERS[1]] - lm[OUTER_CORNERS[0]]))
 
 
-def expression_error(src_lm: np.ndarray, out_lm: np.ndarray) -> float:
-    """Mean point distance of the aligned output landmarks to the source's, over the source's inter-ocular distance."""
+def _aligned_distances(src_lm: np.ndarray, out_lm: np.ndarray) -> np.ndarray:
+    """[68] distance of each aligned output landmark to the source's, over the source's inter-ocular distance."""
     src = _lm68(src_lm, "src_lm")
     out = _lm68(out_lm, "out_lm")
     iod = inter_ocular(src)
     if iod <= 0:
         raise InputShapeError("src_lm has coincident outer eye corners (36, 45): not a face's landmarks.")
     aligned = similarity_align(out, src)
-    return float(np.linalg.norm(aligned - src, axis=1).mean() / iod)
+    return np.linalg.norm(aligned - src, axis=1) / iod
+
+
+def expression_error(src_lm: np.ndarray, out_lm: np.ndarray) -> float:
+    """Mean point distance of the aligned output landmarks to the source's, over the source's inter-ocular distance."""
+    return float(_aligned_distances(src_lm, out_lm).mean())
+
+
+def expression_error_by_region(src_lm: np.ndarray, out_lm: np.ndarray) -> dict[str, float]:
+    """`expression_error` split by `LANDMARK_REGIONS` (one alignment over all 68 points, then a mean per group).
+
+    Why: the single figure mixes expression with face shape; the split shows whether a swapper loses on
+    the groups that move with expression (brows, eyes, mouth) or on those that mostly follow identity.
+    """
+    d = _aligned_distances(src_lm, out_lm)
+    return {name: float(d[part].mean()) for name, part in LANDMARK_REGIONS.items()}
 
 
 def gaze_offset(landmarks68: np.ndarray, iris_centres: np.ndarray) -> np.ndarray:

@@ -47,6 +47,18 @@ COLUMNS = [
     Column("gaze", "gaze", _num(3)), Column("FD*", "fd", _num(3)),
 ]
 FAIR_COLUMNS = [Column("group", "group", _text)] + [c for c in COLUMNS if c.key not in ("top5", "k")]
+REGION_COLUMNS = [Column("method", "method", _text), Column("K", "k", _text), Column("expr", "expr", _num(4))] + [
+    Column(region, f"expr_{region}", _num(4)) for region in ("jaw", "brows", "nose", "eyes", "mouth")]
+REGION_HEADING = "Expression error by landmark region"
+REGION_NOTE = ("One similarity alignment over all 68 points, then the mean distance per group (jaw 0-16, brows "
+               "17-26, nose 27-35, eyes 36-47, mouth 48-67), over the source's inter-ocular distance. Jaw and nose "
+               "follow face shape, which a swap should take from the target and a classical warp keeps from the "
+               "source; brows, eyes and mouth carry most of the expression.")
+
+
+def region_rows(rows: Sequence[Mapping]) -> list[Mapping]:
+    """The rows that have a per-region expression split worth showing: the swappers, not the baselines."""
+    return [r for r in rows if r.get("expr_jaw") is not None and r.get("method") not in ("no swap", "upper bound")]
 
 COLUMN_NOTES = (
     "* face: outputs in which dlib's HOG detector still finds a face; the other columns average over those "
@@ -106,7 +118,7 @@ def markdown_table(rows: Sequence[Mapping], columns: Sequence[Column] = COLUMNS)
 
 
 FAIRNESS_HEADING = "Fairness: UTKFace race groups (1 shot)"
-GENERATED_HEADINGS = frozenset({"Protocol", "Results", FAIRNESS_HEADING, "Examples", "Timing"})
+GENERATED_HEADINGS = frozenset({"Protocol", "Results", REGION_HEADING, FAIRNESS_HEADING, "Examples", "Timing"})
 
 
 def markdown_report(*, command: str, date: str, status: str, protocol: Sequence[str],
@@ -131,6 +143,9 @@ def markdown_report(*, command: str, date: str, status: str, protocol: Sequence[
         "",
         *column_notes(gaze_from, realism),
     ]
+    regions = region_rows(rows)
+    if regions:
+        parts += ["", f"## {REGION_HEADING}", "", markdown_table(regions, REGION_COLUMNS), "", REGION_NOTE]
     if fair_rows is not None:
         parts += ["", f"## {FAIRNESS_HEADING}", "", markdown_table(fair_rows, FAIR_COLUMNS),
                   "", *[f"* {n}" for n in fair_notes]]

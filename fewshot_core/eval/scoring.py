@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from .analysis import Analysis, Gallery, Reference, unit_vector
-from .expression import expression_error, gaze_error
+from .expression import LANDMARK_REGIONS, expression_error, expression_error_by_region, gaze_error
 from .frechet import frechet_distance
 
 
@@ -30,6 +30,7 @@ class Score:
     gaze: float | None = None
     feature: np.ndarray | None = None
     failed: bool = False
+    expr_regions: dict[str, float] | None = None
 
 
 def pose_difference(a: Analysis, b: Analysis) -> float | None:
@@ -57,7 +58,8 @@ def score_output(out: Analysis, source: Analysis, gallery: Gallery, target: str,
         float(np.linalg.norm(d - tgt.mean)), float(np.linalg.norm(d - source_ref.mean)),
         pose_difference(source, out) if source.face is not None else None,
         expression_error(source.face.landmarks, out.face.landmarks) if source.face is not None else None,
-        gaze, out.feature, failed)
+        gaze, out.feature, failed,
+        expression_error_by_region(source.face.landmarks, out.face.landmarks) if source.face is not None else None)
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -82,5 +84,7 @@ def summarise(method: str, k: int | None, scores: Sequence[Score], real_features
         "top5": sum(r <= 5 for r in ranks if r is not None) / n if n else None,
         **{key: _mean([getattr(s, key) for s in scores])
            for key in ("cos_tgt", "cos_src", "dist_tgt", "dist_src", "pose_deg", "expr", "gaze")},
+        **{f"expr_{region}": _mean([s.expr_regions[region] if s.expr_regions else None for s in scores])
+           for region in LANDMARK_REGIONS},
         "fd": fd,
     }

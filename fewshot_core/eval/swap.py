@@ -217,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     print(title)
     print(report.format_table(rows))
     print(f"FD*: {analyser.features.label}")
+    if report.region_rows(rows):
+        print(f"\n{report.REGION_HEADING}:")
+        print(report.format_table(report.region_rows(rows), report.REGION_COLUMNS))
     if fair_rows is not None:
         print("\nFairness (UTKFace held-out slice, 1 shot, retrieval among the group's target photos):")
         print(report.format_table(fair_rows, report.FAIR_COLUMNS))
@@ -250,7 +253,7 @@ def _row_key(row: dict) -> str:
 
 def _compact(row: dict) -> dict:
     keep = ("n", "detected", "top1", "top5", "cos_tgt", "cos_src", "dist_tgt", "dist_src", "pose_deg", "expr",
-            "gaze", "fd", "failed")
+            "expr_jaw", "expr_brows", "expr_nose", "expr_eyes", "expr_mouth", "gaze", "fd", "failed")
     return {k: (round(row[k], 4) if isinstance(row[k], float) else row[k]) for k in keep if k in row}
 
 
