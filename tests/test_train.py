@@ -120,6 +120,15 @@ def test_structure_loss_time_limit_and_latest_export(labelled, tmp_path):
     assert not list((tmp_path / "run").glob("*.partial.safetensors"))
 
 
+def test_a_config_can_continue_another_and_override_a_few_values(tmp_path):
+    base, cont = TrainConfig.load("cpu_finetune").to_dict(), TrainConfig.load("cpu_finetune2").to_dict()
+    assert {k for k in base if base[k] != cont[k]} == {"name", "steps", "w_struct", "struct_balance"}
+    assert cont["name"] == "cpu_finetune2" and cont["struct_balance"] == 0.5
+    (tmp_path / "mine.json").write_text('{"base": "cpu_finetune", "lr_g": 1e-5}')
+    mine = TrainConfig.load(tmp_path / "mine.json", {"steps": 5})
+    assert (mine.name, mine.lr_g, mine.steps, mine.w_struct) == ("mine", 1e-5, 5, base["w_struct"])
+
+
 def test_balanced_structure_loss_weighs_small_parts_up():
     """With balance, a mistake on a small class (a brow) costs more than the same count of skin mistakes."""
     import torch.nn.functional as F

@@ -48,8 +48,11 @@ def inter_ocular(landmarks68: np.ndarray) -> float:
     return float(np.linalg.norm(lm[OUTER_CORNERS[1]] - lm[OUTER_CORNERS[0]]))
 
 
-def _aligned_distances(src_lm: np.ndarray, out_lm: np.ndarray) -> np.ndarray:
-    """[68] distance of each aligned output landmark to the source's, over the source's inter-ocular distance."""
+def landmark_errors(src_lm: np.ndarray, out_lm: np.ndarray) -> np.ndarray:
+    """[68] distance of each aligned output landmark to the source's, over the source's inter-ocular distance.
+
+    The one alignment behind `expression_error` and `region_means`: callers that want both compute it once.
+    """
     src = _lm68(src_lm, "src_lm")
     out = _lm68(out_lm, "out_lm")
     iod = inter_ocular(src)
@@ -61,17 +64,21 @@ def _aligned_distances(src_lm: np.ndarray, out_lm: np.ndarray) -> np.ndarray:
 
 def expression_error(src_lm: np.ndarray, out_lm: np.ndarray) -> float:
     """Mean point distance of the aligned output landmarks to the source's, over the source's inter-ocular distance."""
-    return float(_aligned_distances(src_lm, out_lm).mean())
+    return float(landmark_errors(src_lm, out_lm).mean())
 
 
-def expression_error_by_region(src_lm: np.ndarray, out_lm: np.ndarray) -> dict[str, float]:
-    """`expression_error` split by `LANDMARK_REGIONS` (one alignment over all 68 points, then a mean per group).
+def region_means(errors: np.ndarray) -> dict[str, float]:
+    """Mean of `landmark_errors` per `LANDMARK_REGIONS` group.
 
     Why: the single figure mixes expression with face shape; the split shows whether a swapper loses on
     the groups that move with expression (brows, eyes, mouth) or on those that mostly follow identity.
     """
-    d = _aligned_distances(src_lm, out_lm)
-    return {name: float(d[part].mean()) for name, part in LANDMARK_REGIONS.items()}
+    return {name: float(errors[part].mean()) for name, part in LANDMARK_REGIONS.items()}
+
+
+def expression_error_by_region(src_lm: np.ndarray, out_lm: np.ndarray) -> dict[str, float]:
+    """`expression_error` split by `LANDMARK_REGIONS` (one alignment over all 68 points, then a mean per group)."""
+    return region_means(landmark_errors(src_lm, out_lm))
 
 
 def gaze_offset(landmarks68: np.ndarray, iris_centres: np.ndarray) -> np.ndarray:

@@ -13,6 +13,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .expression import LANDMARK_REGIONS
+
 REALISM_LABEL = "Fréchet distance in FaceNet-512 (CASIA-WebFace) feature space (a proxy, not FID)"
 REALISM_LABEL_DLIB = ("Fréchet distance in dlib descriptor space (FaceNet-512 not fetched: "
                       "python -m fewshot_core.models fetch --eval) (a proxy, not FID)")
@@ -48,10 +50,11 @@ COLUMNS = [
 ]
 FAIR_COLUMNS = [Column("group", "group", _text)] + [c for c in COLUMNS if c.key not in ("top5", "k")]
 REGION_COLUMNS = [Column("method", "method", _text), Column("K", "k", _text), Column("expr", "expr", _num(4))] + [
-    Column(region, f"expr_{region}", _num(4)) for region in ("jaw", "brows", "nose", "eyes", "mouth")]
+    Column(region, f"expr_{region}", _num(4)) for region in LANDMARK_REGIONS]
 REGION_HEADING = "Expression error by landmark region"
-REGION_NOTE = ("One similarity alignment over all 68 points, then the mean distance per group (jaw 0-16, brows "
-               "17-26, nose 27-35, eyes 36-47, mouth 48-67), over the source's inter-ocular distance. Jaw and nose "
+REGION_NOTE = ("One similarity alignment over all 68 points, then the mean distance per group ("
+               + ", ".join(f"{name} {part.start}-{part.stop - 1}" for name, part in LANDMARK_REGIONS.items())
+               + "), over the source's inter-ocular distance. Jaw and nose "
                "follow face shape, which a swap should take from the target and a classical warp keeps from the "
                "source; brows, eyes and mouth carry most of the expression.")
 

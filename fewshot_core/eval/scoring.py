@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from .analysis import Analysis, Gallery, Reference, unit_vector
-from .expression import LANDMARK_REGIONS, expression_error, expression_error_by_region, gaze_error
+from .expression import LANDMARK_REGIONS, gaze_error, landmark_errors, region_means
 from .frechet import frechet_distance
 
 
@@ -49,17 +49,18 @@ def score_output(out: Analysis, source: Analysis, gallery: Gallery, target: str,
         return Score(False, failed=failed)
     d = out.face.descriptor
     tgt = gallery[target]
-    gaze = None
-    if out.iris is not None and source.iris is not None and source.face is not None:
-        gaze = gaze_error(source.face.landmarks, source.iris, out.face.landmarks, out.iris)
+    gaze = pose = expr = regions = None
+    if source.face is not None:
+        if out.iris is not None and source.iris is not None:
+            gaze = gaze_error(source.face.landmarks, source.iris, out.face.landmarks, out.iris)
+        pose = pose_difference(source, out)
+        errors = landmark_errors(source.face.landmarks, out.face.landmarks)
+        expr, regions = float(errors.mean()), region_means(errors)
     return Score(
         True, gallery.rank(d, target),
         float(unit_vector(d) @ tgt.unit), float(unit_vector(d) @ source_ref.unit),
         float(np.linalg.norm(d - tgt.mean)), float(np.linalg.norm(d - source_ref.mean)),
-        pose_difference(source, out) if source.face is not None else None,
-        expression_error(source.face.landmarks, out.face.landmarks) if source.face is not None else None,
-        gaze, out.feature, failed,
-        expression_error_by_region(source.face.landmarks, out.face.landmarks) if source.face is not None else None)
+        pose, expr, gaze, out.feature, failed, regions)
 
 
 def _mean(values: Sequence[float | None]) -> float | None:

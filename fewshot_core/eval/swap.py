@@ -36,6 +36,7 @@ from . import report
 from . import split
 from .analysis import Analyser, Gallery, ParserIrisLocator, Reference, realism_features
 from .evaluator import DlibEvaluator, load_rgb
+from .expression import LANDMARK_REGIONS
 from .methods import ClassicalMethod, OursMethod, SwapMethod, best_shot
 from .scoring import Score, score_output, summarise
 from .split import default_data_root
@@ -217,9 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     print(title)
     print(report.format_table(rows))
     print(f"FD*: {analyser.features.label}")
-    if report.region_rows(rows):
+    region_rows = report.region_rows(rows)
+    if region_rows:
         print(f"\n{report.REGION_HEADING}:")
-        print(report.format_table(report.region_rows(rows), report.REGION_COLUMNS))
+        print(report.format_table(region_rows, report.REGION_COLUMNS))
     if fair_rows is not None:
         print("\nFairness (UTKFace held-out slice, 1 shot, retrieval among the group's target photos):")
         print(report.format_table(fair_rows, report.FAIR_COLUMNS))
@@ -253,7 +255,7 @@ def _row_key(row: dict) -> str:
 
 def _compact(row: dict) -> dict:
     keep = ("n", "detected", "top1", "top5", "cos_tgt", "cos_src", "dist_tgt", "dist_src", "pose_deg", "expr",
-            "expr_jaw", "expr_brows", "expr_nose", "expr_eyes", "expr_mouth", "gaze", "fd", "failed")
+            *(f"expr_{region}" for region in LANDMARK_REGIONS), "gaze", "fd", "failed")
     return {k: (round(row[k], 4) if isinstance(row[k], float) else row[k]) for k in keep if k in row}
 
 

@@ -1,4 +1,5 @@
-"""Training configuration: one JSON file per run type (configs/*.json), overridable from the command line."""
+"""Training configuration: one JSON file per run type (configs/*.json; `"base": NAME` continues another
+recipe with a few values changed), overridable from the command line."""
 from __future__ import annotations
 
 import dataclasses
@@ -58,6 +59,9 @@ class TrainConfig:
         if not path.is_file() and (CONFIG_DIR / f"{path.name}.json").is_file():
             path = CONFIG_DIR / f"{path.name}.json"
         data = json.loads(path.read_text())
+        base = data.pop("base", None)  # a recipe that continues another: its values, then these
+        if base is not None:
+            data = {**cls.load(base).to_dict(), "name": path.stem, **data}
         data.update(overrides or {})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)

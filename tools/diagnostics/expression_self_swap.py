@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywher
 from fewshot_core.eval import protocol as P
 from fewshot_core.eval.analysis import Analyser
 from fewshot_core.eval.evaluator import DlibEvaluator
-from fewshot_core.eval.expression import expression_error, expression_error_by_region
+from fewshot_core.eval.expression import landmark_errors, region_means
 from fewshot_core.eval.methods import ClassicalMethod, OursMethod
 from fewshot_core.eval.split import default_data_root
 
@@ -50,8 +50,8 @@ def main() -> int:
                    "ours_self": ours.output(pair.source, (pair.source,))[0]}
         for name, out in outputs.items():
             if out.face is not None and src.face is not None:
-                row = expression_error_by_region(src.face.landmarks, out.face.landmarks)
-                row["all"] = expression_error(src.face.landmarks, out.face.landmarks)
+                errors = landmark_errors(src.face.landmarks, out.face.landmarks)
+                row = {**region_means(errors), "all": float(errors.mean())}
                 results[name].append(row)
     summary = {name: {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0]}
                for name, rows in results.items() if rows}
