@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-color-match", action="store_true")
     parser.add_argument("--temporal-smoothing", type=float, default=0.0,
                         help="0..1: the sources are frames of one video, in order; steadies each face's alignment")
+    parser.add_argument("--structure-lock", type=float, default=SwapSettings.structure_lock,
+                        help="0..1: warp the generated parts onto the source's (keeps expression; 0 off)")
     parser.add_argument("--mask-out", type=Path, help="also write the mask of what was replaced")
     parser.add_argument("--grid", type=Path, help="also write a before/after grid with the target photos")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -59,7 +61,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.save_identity:
         save_identity(identity, args.save_identity)
     settings = SwapSettings(faces=parse_face_indices(args.faces), order=args.order, strength=args.strength,
-                            feather_px=args.feather, color_match=not args.no_color_match)
+                            feather_px=args.feather, color_match=not args.no_color_match,
+                            structure_lock=args.structure_lock)
     # one stabiliser for all sources: they are frames of one video, swapped one call at a time
     stabiliser = LandmarkStabiliser(args.temporal_smoothing) if args.temporal_smoothing > 0 else None
     written = []

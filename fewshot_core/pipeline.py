@@ -65,6 +65,7 @@ class SwapSettings:
     color_match: bool = True
     min_face_size: int = 40
     temporal_smoothing: float = 0.0  # 0..1: steadies each face's alignment across the frames of a batch
+    structure_lock: float = 1.0  # 0..1: warp the generated parts onto the source's (parser maps; `structure_lock.py`)
 
 
 class SwapModel:
@@ -173,6 +174,8 @@ class SwapModel:
         own `stabiliser` to carry the smoothing across calls (frames read one file at a time).
         """
         settings = settings or SwapSettings()
+        if not 0.0 <= settings.structure_lock <= 1.0:
+            raise InputShapeError(f"structure_lock must be between 0 (off) and 1, got {settings.structure_lock}.")
         images = check_images(images, "source image")
         config = self.config
         outputs, masks = [], []
@@ -235,6 +238,8 @@ class SwapModel:
             degraded.to(self.dtype), structure.to(self.dtype), code.to(self.dtype)
         )
         generated, gen_mask = generated.float(), gen_mask.float()
+        if settings.structure_lock > 0 and self.structure.name == "parser":
+            generated, gen_mask = self.lock_structure(generated, gen_mask, crops, structure, settings.structure_lock)
         if settings.color_match:
             generated = match_colours(generated, crops, gen_mask)
         full_mask = torch.zeros_like(frame[:, :1])
@@ -243,6 +248,16 @@ class SwapModel:
                                      settings.feather_px)
             full_mask = torch.maximum(full_mask, mask)
         return frame, full_mask
+
+
+    def lock_structure(self, generated: torch.Tensor, gen_mask: torch.Tensor, crops: torch.Tensor,
+                        structure: torch.Tensor, strength: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Warp the generated face (and its mask) so that it parses like the source (`structure_lock.py`)."""
+        from .structure_lock import apply_warp, fit_structure_warp
+
+        composite = gen_mask * generated + (1 - gen_mask) * crops
+        displacement = fit_structure_warp(self.structure(composite).float(), structure.float())
+        return apply_warp(generated, displacement, strength), apply_warp(gen_mask, displacement, strength)
 
 
 def _structure_mapper_for(generator: FewShotGenerator | None, model_dir: Path | None, device) -> StructureMapper:

@@ -102,11 +102,11 @@ def load_identity_node(name: str) -> tuple:
 # ---------------------------------------------------------------------- swap
 def swap(model: SwapModel, identity: IdentityEmbedding, image: torch.Tensor, faces: str, order: str,
          strength: float, feather: float, color_match: bool, min_face_size: int, chunk_size: int,
-         temporal_smoothing: float = 0.0) -> tuple:
+         temporal_smoothing: float = 0.0, structure_lock: float = SwapSettings.structure_lock) -> tuple:
     images = to_core(image, "source image")
     settings = SwapSettings(faces=parse_face_indices(faces), order=order, strength=strength,
                             feather_px=feather, color_match=color_match, min_face_size=min_face_size,
-                            temporal_smoothing=temporal_smoothing)
+                            temporal_smoothing=temporal_smoothing, structure_lock=structure_lock)
     out, mask = model.swap(images, identity, settings, chunk_size=chunk_size,
                            progress=host.progress_reporter(images.shape[0]), check_interrupt=host.interrupt_check)
     return to_comfy(out), mask[:, 0].cpu()
@@ -181,6 +181,10 @@ SPECS: list[NodeSpec] = [
             Param("temporal_smoothing", "FLOAT", default=0.0, min=0.0, max=1.0, step=0.05, optional=True,
                   tooltip="for a batch of video frames in order: steadies each face's alignment so the swap "
                           "does not wobble (0 off; leave 0 for unrelated images)"),
+            Param("structure_lock", "FLOAT", default=SwapSettings.structure_lock, min=0.0, max=1.0, step=0.05,
+                  optional=True,
+                  tooltip="nudges the generated brows, nose, eyes and lips onto the source's with a small smooth "
+                          "warp, so expression is kept more faithfully (0 off; costs a few ms per face)"),
         ],
         outputs=[Out("IMAGE", "image"), Out("MASK", "mask")],
         run=swap,

@@ -99,3 +99,8 @@ def test_bad_input_shapes_are_clear_errors(model, identity):
 def test_no_generator_means_a_clear_error(swap_model, identity):
     with pytest.raises(ModelFileMissingError, match="No generator weights"):
         swap_model.swap(torch.rand(1, 3, 64, 64), identity)
+
+
+def test_structure_lock_out_of_range_is_a_clear_error(model, identity, data_root):
+    with pytest.raises(InputShapeError, match="structure_lock"):
+        model.swap(load_image(lfw_photo("George_W_Bush", 2)), identity, SwapSettings(structure_lock=1.5))

@@ -57,3 +57,23 @@ def test_shipped_generator_moves_identity_and_keeps_the_face_in_place(model_dir,
     lm_source, lm_swapped = (largest_face_landmarks(model, image) for image in (source, swapped))
     box = float(lm_source[:, 0].max() - lm_source[:, 0].min())
     assert float((lm_source - lm_swapped).norm(dim=-1).max()) < 0.15 * box, "the swapped face moved"
+
+
+def test_structure_lock_nudges_the_generated_face_and_nothing_else(model_dir, data_root):
+    """The lock only warps the generated face by a few pixels: the photo outside the mask stays as it was,
+    and the face changes a little, not wholesale. (Whether it keeps expression better is an evaluation
+    figure: docs/EVALUATION.md.)"""
+    from fewshot_core.pipeline import SwapModel, SwapSettings
+
+    model = SwapModel.load(default_generator_path(), model_dir=model_dir)
+    source = load_image(lfw_photo("Hillary_Clinton", 1))
+    target = model.encode_identity([load_image(lfw_photo("Donald_Rumsfeld", i))[0] for i in (1, 2, 3)])
+    free, free_mask = model.swap(source, target, SwapSettings(structure_lock=0.0))
+    locked, locked_mask = model.swap(source, target, SwapSettings(structure_lock=1.0))
+    for out, mask in ((free, free_mask), (locked, locked_mask)):
+        outside = (mask == 0).expand_as(source)
+        assert torch.equal(out[outside], source[outside])
+    inside = (torch.maximum(free_mask, locked_mask) > 0.5).expand_as(source)
+    change = (locked - free).abs()[inside]
+    assert change.mean() > 1e-3, "the lock did nothing"
+    assert change.mean() < 0.05 and float((locked_mask - free_mask).abs().mean()) < 0.02, "more than a nudge"

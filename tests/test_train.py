@@ -225,3 +225,36 @@ def test_dataset_weights_shift_the_draws_and_reject_unknown_datasets(prepared, t
     assert uniform.sample_p is None
     with pytest.raises(ValueError, match="utkface"):
         Trainer(TrainConfig.load("cpu_smoke", {"dataset_weights": {"utkface": 2.0}}), data, tmp_path / "bad")
+
+
+def test_weight_average_trains_resumes_exports_and_can_start_part_way(prepared, tmp_path):
+    """g_ema keeps an average beside the raw weights; the checkpoint carries it; exports and samples use it."""
+    from fewshot_core.train.checkpoint import saved_module_names
+
+    data, _ = prepared
+    plain = Trainer(TrainConfig.load("cpu_smoke", {"steps": 1}), data, tmp_path / "run")
+    plain.train()
+    assert saved_module_names(tmp_path / "run" / "checkpoint") == {"generator", "discriminator"}
+    raw_at_1 = {k: v.clone() for k, v in plain.generator.state_dict().items()}
+
+    averaged = Trainer(TrainConfig.load("cpu_smoke", {"steps": 3, "g_ema": 0.5}), data, tmp_path / "run")
+    assert averaged.step == 1, "resumes the plain run"
+    assert all(torch.equal(raw_at_1[k], v) for k, v in averaged.generator_ema.state_dict().items()), \
+        "an average switched on part-way starts at the resumed weights"
+    before = {k: v.clone() for k, v in averaged.generator_ema.state_dict().items()}
+    averaged.train()
+    assert "generator_ema" in saved_module_names(tmp_path / "run" / "checkpoint")
+    ema, raw = averaged.generator_ema.state_dict(), averaged.generator.state_dict()
+    moved = [k for k in ema if ema[k].is_floating_point() and not torch.equal(ema[k], before[k])]
+    assert moved, "the average follows training"
+    assert any(not torch.equal(ema[k], raw[k]) for k in moved), "but lags the raw weights"
+
+    resumed = Trainer(TrainConfig.load("cpu_smoke", {"steps": 3, "g_ema": 0.5}), data, tmp_path / "run")
+    assert all(torch.equal(ema[k], v) for k, v in resumed.generator_ema.state_dict().items())
+    shipped = load_generator(resumed.export(tmp_path / "avg.safetensors"), device="cpu", dtype=torch.float32)
+    assert shipped.config.extra["weights"] == "average (g_ema 0.5)"
+    assert all(torch.equal(ema[k].half().float(), v) for k, v in shipped.state_dict().items())
+    raw_export = load_generator(resumed.export(tmp_path / "raw.safetensors", average=False), device="cpu",
+                                dtype=torch.float32)
+    assert "weights" not in raw_export.config.extra
+    assert all(torch.equal(raw[k].half().float(), v) for k, v in raw_export.state_dict().items())

@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         code = identity.vector[None]
         stages["generate"], (rgb, mask) = timed(
             lambda: model.generator(degrade_for_inference(crop, config), structure, code), args.repeats)
+        if model.structure.name == "parser":
+            stages["structure_lock"], _ = timed(lambda: model.lock_structure(rgb, mask, crop, structure, 1.0),
+                                                args.repeats)
         stages["paste_back"], _ = timed(
             lambda: paste_back(image, color_match(rgb, crop, mask), mask, matrix, 6.0), args.repeats)
     stages["total"] = sum(stages.values())

@@ -83,14 +83,17 @@ class ClassicalMethod(SwapMethod):
 class OursMethod(SwapMethod):
     """The swap model (`pipeline.SwapModel`) with a trained generator file."""
 
-    def __init__(self, analyser: Analyser, generator: Path, model_dir: Path | None = None) -> None:
+    def __init__(self, analyser: Analyser, generator: Path, model_dir: Path | None = None,
+                 structure_lock: float | None = None, name: str = "ours") -> None:
         super().__init__(analyser)
         from ..pipeline import SwapModel, SwapSettings
 
         self.generator_path = Path(generator)
-        self.name = "ours"
+        self.name = name
         self.model = SwapModel.load(self.generator_path, model_dir=model_dir)
         self.settings = SwapSettings(faces=[0], order="largest_first")
+        if structure_lock is not None:
+            self.settings.structure_lock = structure_lock
         self._embeddings: dict[Path, object] = {}
 
     def _embedding(self, shot: Path):

@@ -155,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", default=P.DEFAULT_SEED)
     parser.add_argument("--generator", type=Path, help="generator .safetensors to evaluate as 'ours' "
                         "(default: the shipped weights/fewshot_generator_128.safetensors if present)")
+    parser.add_argument("--structure-lock", type=float, default=None,
+                        help="the swap's structure_lock setting, 0-1 (default: the pipeline's default)")
+    parser.add_argument("--compare", nargs="*", default=[], metavar="FILE[:LOCK]",
+                        help="more generators (each optionally with its structure_lock) scored on the same pairs "
+                             "as extra rows 'ours STEM lockX'; the real photos are analysed once for all")
     parser.add_argument("--baselines-only", action="store_true", help="do not evaluate a generator")
     parser.add_argument("--fairness", action="store_true", help="add the UTKFace per-race-group table")
     parser.add_argument("--fairness-pairs", type=int, help="1-shot pairs per group (full 40, quick 8)")
@@ -199,8 +204,9 @@ def main(argv: list[str] | None = None) -> int:
             raise FewShotError(f"Generator file {generator} does not exist; pass a trained generator "
                                "with --generator PATH or use --baselines-only.")
         methods: list[SwapMethod] = [ClassicalMethod(analyser)]
-        if generator is not None:
-            methods.append(OursMethod(analyser, generator))
+        methods += [compared_method(analyser, spec) for spec in args.compare]
+        if generator is not None:  # last: the docs grid shows the last method
+            methods.append(OursMethod(analyser, generator, structure_lock=args.structure_lock))
         rows, proto, gallery = run_protocol(cfg, analyser, methods)
         fair_rows = run_fairness(cfg, analyser, methods) if args.fairness else None
         t_eval, cpu_eval = time.perf_counter() - wall, time.process_time() - cpu
@@ -246,6 +252,19 @@ def main(argv: list[str] | None = None) -> int:
     summary["dlib_analyses"] = analyser.count
     print(json.dumps(summary, separators=(",", ":")))
     return 0
+
+
+def compared_method(analyser: Analyser, spec: str) -> OursMethod:
+    """'FILE' or 'FILE:LOCK' -> an extra 'ours' row named after the file and its structure_lock."""
+    path, _, lock = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    try:
+        structure_lock = float(lock) if lock else None
+    except ValueError:
+        raise FewShotError(f"--compare {spec!r}: the part after ':' must be a structure_lock value like 0 or 1.")
+    if not Path(path).is_file():
+        raise FewShotError(f"--compare {spec!r}: generator file {path} does not exist.")
+    name = f"ours {Path(path).stem}" + (f" lock{structure_lock:g}" if structure_lock is not None else "")
+    return OursMethod(analyser, Path(path), structure_lock=structure_lock, name=name)
 
 
 def _row_key(row: dict) -> str:

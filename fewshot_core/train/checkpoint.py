@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 MAX_SHARD_BYTES = 15 * 1024 * 1024
@@ -75,6 +76,15 @@ def save_checkpoint(folder: Path, modules: dict[str, torch.nn.Module], optimizer
         folder.rename(old)
     tmp.rename(folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def saved_module_names(folder: Path) -> set[str]:
+    """Names of the modules a checkpoint holds (from the shard headers; no tensor is read)."""
+    names: set[str] = set()
+    for shard in folder.glob("shard_*.safetensors"):
+        with safe_open(str(shard), "pt") as handle:
+            names |= {key.split(".", 1)[0] for key in handle.keys() if not key.startswith("opt_")}
+    return names
 
 
 def load_checkpoint(folder: Path, modules: dict[str, torch.nn.Module],

@@ -46,6 +46,9 @@ class TrainConfig:
     w_struct: float = 0.0  # cross outputs must parse (frozen shipped parser) like their source's class map
     struct_balance: float = 0.0  # class weights (freq/median)^-p in that loss: small parts (brows, nose) count more
     adv_start: int = 0  # step at which adversarial losses switch on
+    # Decay of an exponential moving average of the generator's weights (0: off). When on, the average is what
+    # samples and exports use: Adam without momentum (betas[0] = 0) leaves the raw weights noisy step to step.
+    g_ema: float = 0.0
     disc_scales: int = 2
     disc_channels: int = 48
     log_every: int = 10

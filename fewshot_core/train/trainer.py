@@ -13,6 +13,7 @@ mask learns the face region on its own (BCE), and is what paste-back uses.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import time
@@ -34,7 +35,7 @@ from ..parsing.mapper import default_parser_path
 from ..parsing.network import load_parser
 from ..structure import LandmarkStructureMapper
 from ..structure_preview import colorize_structure
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, saved_module_names
 from .config import TrainConfig
 from .data import Batch, PreparedFaces, soft_class_maps
 from .discriminator import MultiScaleDiscriminator
@@ -88,6 +89,9 @@ class Trainer:
         self.mapper = LabelStructure() if cfg.structure == "parser" else LandmarkStructureMapper()
         self.gen_config = GeneratorConfig.for_mapper(self.mapper, resolution=cfg.resolution, **cfg.generator)
         self.generator = FewShotGenerator(self.gen_config).to(self.device).train()
+        self.generator_ema: FewShotGenerator | None = None
+        if cfg.g_ema > 0:
+            self.generator_ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
         self.discriminator = MultiScaleDiscriminator(cfg.disc_scales, cfg.disc_channels).to(self.device).train()
         self.embedder = FaceEmbedder.from_file(require_part("facenet"), device=self.device)
         self.parser = None
@@ -101,7 +105,13 @@ class Trainer:
         self.seconds = 0.0
         checkpoint = self.run_dir / "checkpoint"
         if (checkpoint / "state.json").is_file():
-            state = load_checkpoint(checkpoint, self._modules(), self._optimizers())
+            modules = self._modules()
+            starts_average = "generator_ema" in modules and "generator_ema" not in saved_module_names(checkpoint)
+            if starts_average:  # a run that switches the average on part-way: it starts at the resumed weights
+                del modules["generator_ema"]
+            state = load_checkpoint(checkpoint, modules, self._optimizers())
+            if starts_average:
+                self.generator_ema.load_state_dict(self.generator.state_dict())
             self.step, self.images_seen, self.seconds = state["step"], state["images_seen"], state["seconds"]
             self.rng = np.random.default_rng([cfg.seed, self.step])
             self.torch_rng.manual_seed(cfg.seed * 1_000_003 + self.step)
@@ -125,10 +135,30 @@ class Trainer:
             changed = sorted(k for k in mine if mine[k] != theirs.get(k))
             raise WeightsMismatchError(f"{path} was built with other generator settings ({changed}) than this run")
         self.generator.load_state_dict(source.state_dict())
+        if self.generator_ema is not None:
+            self.generator_ema.load_state_dict(source.state_dict())
         self.init_from = str(path)
 
     def _modules(self) -> dict[str, torch.nn.Module]:
-        return {"generator": self.generator, "discriminator": self.discriminator}
+        modules = {"generator": self.generator, "discriminator": self.discriminator}
+        if self.generator_ema is not None:
+            modules["generator_ema"] = self.generator_ema
+        return modules
+
+    @property
+    def shipped_generator(self) -> FewShotGenerator:
+        """What samples and exports use: the weight average when the run keeps one."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
+    @torch.no_grad()
+    def update_average(self) -> None:
+        """Move the weight average a step (1 - g_ema) towards the weights the optimiser just wrote."""
+        if self.generator_ema is None:
+            return
+        averaged = list(self.generator_ema.parameters())
+        torch._foreach_lerp_(averaged, [p.detach() for p in self.generator.parameters()], 1.0 - self.cfg.g_ema)
+        for mine, theirs in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            mine.copy_(theirs)
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"generator": self.opt_g, "discriminator": self.opt_d}
@@ -224,6 +254,7 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
         self.opt_g.step()
+        self.update_average()
         if use_adv:
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
                 real_logits = [o[0].float() for o in self.discriminator(x)]
@@ -240,36 +271,43 @@ class Trainer:
     @torch.no_grad()
     def write_samples(self, path: Path) -> None:
         """Rows: source, degraded input, structure, reconstruction, cross target, cross swap."""
-        self.generator.eval()
+        generator = self.shipped_generator
+        was_training = generator.training
+        generator.eval()
         batch = self.data.batch(self.sample_index, self.device, np.random.default_rng(0), flip=False)
         target = self.data.batch(self.sample_targets, self.device, np.random.default_rng(0), flip=False)
         structure = self.structure(batch)
         from ..generator import degrade_for_inference
 
         degraded = degrade_for_inference(batch.crops, self.gen_config)
-        rgb, mask = self.generator(degraded, structure, batch.identity_mean)
+        rgb, mask = generator(degraded, structure, batch.identity_mean)
         rec = mask * rgb + (1 - mask) * batch.crops
-        rgb, mask = self.generator(degraded, structure, target.identity_mean)
+        rgb, mask = generator(degraded, structure, target.identity_mean)
         cross = mask * rgb + (1 - mask) * batch.crops
         rows = [batch.crops, degraded, colorize_structure(structure), rec, target.crops, cross]
         grid = torch.cat([torch.cat(list(r.float().cpu()), dim=-1) for r in rows], dim=-2)
         save_image(grid, path)
-        self.generator.train()
+        generator.train(was_training)
 
     def save(self) -> None:
         state = {"step": self.step, "images_seen": self.images_seen, "seconds": self.seconds,
                  "config": self.cfg.to_dict(), "generator_config": self.gen_config.to_dict()}
         save_checkpoint(self.run_dir / "checkpoint", self._modules(), self._optimizers(), state)
 
-    def export(self, path: Path) -> Path:
-        """The generator alone, fp16 safetensors, with the run recorded in its config."""
+    def export(self, path: Path, average: bool = True) -> Path:
+        """The generator alone, fp16 safetensors, with the run recorded in its config.
+
+        `average=False` writes the raw weights of a run that keeps an average (to compare the two).
+        """
+        generator = self.shipped_generator if average else self.generator
         config = GeneratorConfig.from_dict({**self.gen_config.to_dict(), "extra": {
             "run": self.cfg.name, "steps": self.step, "images_seen": self.images_seen,
             "hours": round(self.seconds / 3600, 2), "device": str(self.device),
+            **({"weights": f"average (g_ema {self.cfg.g_ema})"} if generator is self.generator_ema else {}),
             **({"init_from": self.init_from} if self.init_from else {})}})
-        self.generator.config = config
+        generator.config = config
         partial = path.with_name(path.stem + ".partial.safetensors")  # a reader never sees half a file
-        save_generator(self.generator, config, partial)
+        save_generator(generator, config, partial)
         partial.replace(path)
         return path
 
