@@ -19,7 +19,9 @@ from fewshot_core.parsing.network import (
     load_parser,
     save_parser,
 )
-from fewshot_core.parsing.train import LabelDataError, augment, load_labelled, parsing_loss
+from fewshot_core.parsing.train import LabelDataError, augment, load_labelled, parsing_loss, update_average
+from fewshot_core.parsing.train import main as train_main
+from fewshot_core.parsing.network import read_parser_metadata
 from fewshot_core.structure import StructureMapper
 
 SMALL = ParserConfig(widths=(8, 16, 16, 32), blocks=(0, 1, 1, 1), full_res=4)
@@ -214,6 +216,37 @@ def test_load_labelled_keeps_one_side_of_the_split_and_found_faces(tmp_path):
     _write_shard(tmp_path, "lfw_0001", 4, [False] * 4, [True] * 4, rows_in_labels=3)
     with pytest.raises(LabelDataError, match="relabel"):
         load_labelled(tmp_path / "labels")
+
+
+def test_weight_average_moves_part_way_and_copies_batchnorm_statistics():
+    average, model = _random_parser(seed=0), _random_parser(seed=1)
+    before = [p.clone() for p in average.parameters()]
+    update_average(average, model, decay=0.75)
+    for old, new, target in zip(before, average.parameters(), model.parameters()):
+        torch.testing.assert_close(new, 0.75 * old + 0.25 * target)
+    for mine, theirs in zip(average.buffers(), model.buffers()):
+        assert torch.equal(mine, theirs)
+
+
+def _tiny_training(tmp_path, name, *extra):
+    out = tmp_path / f"{name}.safetensors"
+    argv = ["--labels", str(tmp_path / "labels"), "--out", str(out), "--steps", "4", "--batch", "2",
+            "--widths", "8", "16", "16", "32", "--blocks", "0", "1", "1", "1", "--head", "4", "--val-faces", "0",
+            "--warmup", "1", "--run-dir", str(tmp_path / f"run_{name}"), *extra]
+    assert train_main(argv) == 0
+    return out
+
+
+def test_training_with_ema_writes_the_average_and_checkpoints_it(tmp_path):
+    _write_shard(tmp_path, "lfw_0000", 6, [False] * 6, [True] * 6)
+    plain = load_parser(_tiny_training(tmp_path, "plain")).state_dict()
+    averaged_file = _tiny_training(tmp_path, "ema", "--ema", "0.5")
+    averaged = load_parser(averaged_file).state_dict()
+    # Same seed, same steps: only the averaging differs, so the written weights must too.
+    assert any(not torch.equal(plain[k], averaged[k]) for k in plain if k.endswith("weight"))
+    assert '"ema": 0.5' in read_parser_metadata(averaged_file)["training"]
+    ckpt = torch.load(tmp_path / "run_ema" / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 4 and set(ckpt["average"]) == set(ckpt["model"])
 
 
 # --- the shipped weights on real held-out photos ---------------------------------------------------

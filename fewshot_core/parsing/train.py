@@ -18,6 +18,7 @@ continues exactly where it stopped. Prints losses; the last line is JSON.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
@@ -244,6 +245,18 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
+def update_average(average: FaceParser, model: FaceParser, decay: float) -> None:
+    """Move the weight average a step (1 - decay) towards `model`; BatchNorm statistics are copied.
+
+    Why: late in training each step's weights jitter around the optimum on noisy labels (MediaPipe's own
+    maps disagree with their mirror at mIoU 0.79); their running average sits nearer its centre.
+    """
+    with torch.no_grad():
+        torch._foreach_lerp_(list(average.parameters()), [p.detach() for p in model.parameters()], 1.0 - decay)
+        for mine, theirs in zip(average.buffers(), model.buffers()):
+            mine.copy_(theirs)
+
+
 def train(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     started = time.time()
@@ -271,19 +284,23 @@ def train(args: argparse.Namespace) -> dict:
     if weights is not None:
         weights = weights.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    average = copy.deepcopy(model).eval().requires_grad_(False) if args.ema > 0 else None
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoint.pt"
     signature = {"config": cfg.to_dict(), "train_faces": n, "batch": args.batch, "steps": total,
                  "seed": args.seed, "lr": args.lr,
                  "dice": args.dice, "class_weight_power": args.class_weight_power,
-                 "init": str(args.init), "aug_strength": args.aug_strength, "blur": args.blur}
+                 "init": str(args.init), "aug_strength": args.aug_strength, "blur": args.blur,
+                 **({"ema": args.ema} if args.ema > 0 else {})}
     step = 0
     if ckpt_path.is_file() and not args.fresh:
         ckpt = torch.load(ckpt_path, weights_only=True, map_location=device)
         if json.loads(ckpt["signature"]) == json.loads(json.dumps(signature)):
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["opt"])
+            if average is not None:
+                average.load_state_dict(ckpt["average"])
             step = int(ckpt["step"])
             print(f"resumed from {ckpt_path} at step {step}/{total}", flush=True)
         else:
@@ -293,8 +310,11 @@ def train(args: argparse.Namespace) -> dict:
 
     def save_checkpoint() -> None:
         tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "signature": json.dumps(signature)}, tmp)
+        state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                 "signature": json.dumps(signature)}
+        if average is not None:
+            state["average"] = average.state_dict()
+        torch.save(state, tmp)
         tmp.replace(ckpt_path)
 
     model.train()
@@ -315,6 +335,8 @@ def train(args: argparse.Namespace) -> dict:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if average is not None:
+            update_average(average, model, args.ema)
         step += 1
         for k, v in {"loss": float(loss.detach()), **parts}.items():
             running[k] = running.get(k, 0.0) + v
@@ -331,13 +353,16 @@ def train(args: argparse.Namespace) -> dict:
         if args.max_minutes and time.time() - started > 60 * args.max_minutes and step < total:
             save_checkpoint()
             # Also write the weights reached so far: a bounded GPU slot may end before the run does.
-            save_parser(model, args.out, dtype=torch.float16,
-                        extra_metadata={"training": json.dumps({"stopped_at_step": step, "steps": total})})
+            save_parser(average if average is not None else model, args.out, dtype=torch.float16,
+                        extra_metadata={"training": json.dumps({"stopped_at_step": step, "steps": total,
+                                                                "ema": args.ema})})
             print(f"stopped after {args.max_minutes} min at step {step}/{total}; wrote {args.out}; rerun the same "
                   "command to resume", flush=True)
             return {"stopped": True, "step": step, "total_steps": total}
 
     model.eval()
+    if average is not None:  # the average is what ships
+        model = average
     result = {"out": str(args.out), "parameters": count_parameters(model), "train_faces": n, "epochs": epochs,
               "steps": total, "batch": args.batch, "seconds": round(time.time() - started)}
     if val is not None:
@@ -349,7 +374,7 @@ def train(args: argparse.Namespace) -> dict:
                                    | {"seed": args.seed, "lr": args.lr, "dice": args.dice,
                                       "class_weight_power": args.class_weight_power,
                                       "init": str(args.init), "aug_strength": args.aug_strength,
-                                      "blur": args.blur})}
+                                      "blur": args.blur, "ema": args.ema})}
     if args.init is not None:
         meta["init_training"] = read_parser_metadata(args.init).get("training", "")
     save_parser(model, args.out, dtype=torch.float16, extra_metadata=meta)
@@ -376,6 +401,9 @@ def build_argparser() -> argparse.ArgumentParser:
     ap.add_argument("--aug-strength", type=float, default=1.0, help="scale of the shift/rotate/scale jitter")
     ap.add_argument("--blur", type=float, default=0.3, help="share of each batch blurred by a down-up resize")
     ap.add_argument("--init", type=Path, default=None, help="start from these parser weights (fine-tune)")
+    ap.add_argument("--ema", type=float, default=0.0,
+                    help="keep an exponential moving average of the weights with this decay (e.g. 0.998) and "
+                         "write it instead of the last weights (0 = off)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (augmentation stays on the CPU)")
