@@ -16,6 +16,7 @@ from .errors import FewShotError, ModelFileMissingError
 from .identity import load_identity, save_identity
 from .imageio import load_image, make_row, save_image
 from .pipeline import SwapModel, SwapSettings, parse_face_indices
+from .structure_lock import LOCK_DETAIL
 from .temporal import LandmarkStabiliser
 from .weights import default_generator_path
 
@@ -38,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="0..1: the sources are frames of one video, in order; steadies each face's alignment")
     parser.add_argument("--structure-lock", type=float, default=SwapSettings.structure_lock,
                         help="0..1: warp the generated parts onto the source's (keeps expression; 0 off)")
+    parser.add_argument("--lock-detail", choices=sorted(LOCK_DETAIL), default=SwapSettings.lock_detail,
+                        help="the structure lock's resolution: fine also moves parts' outlines (more of the "
+                             "source's expression, a little less of the target's face shape)")
+    parser.add_argument("--source-detail-px", type=int, default=SwapSettings.source_detail_px,
+                        help="size the source face reaches the generator at (0: the generator's own setting; "
+                             "larger keeps more of the source's expression and lighting, less of the target)")
     parser.add_argument("--mask-out", type=Path, help="also write the mask of what was replaced")
     parser.add_argument("--grid", type=Path, help="also write a before/after grid with the target photos")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -62,7 +69,8 @@ def run(args: argparse.Namespace) -> dict:
         save_identity(identity, args.save_identity)
     settings = SwapSettings(faces=parse_face_indices(args.faces), order=args.order, strength=args.strength,
                             feather_px=args.feather, color_match=not args.no_color_match,
-                            structure_lock=args.structure_lock)
+                            structure_lock=args.structure_lock, lock_detail=args.lock_detail,
+                            source_detail_px=args.source_detail_px)
     # one stabiliser for all sources: they are frames of one video, swapped one call at a time
     stabiliser = LandmarkStabiliser(args.temporal_smoothing) if args.temporal_smoothing > 0 else None
     written = []

@@ -21,6 +21,7 @@ from .models import require_part
 from .paste import color_match as match_colours
 from .paste import paste_back
 from .structure import LandmarkStructureMapper, StructureMapper
+from .structure_lock import apply_warp, fit_structure_warp, lock_detail_options
 from .temporal import LandmarkStabiliser
 
 FaceOrder = Literal["left_to_right", "largest_first"]
@@ -66,6 +67,8 @@ class SwapSettings:
     min_face_size: int = 40
     temporal_smoothing: float = 0.0  # 0..1: steadies each face's alignment across the frames of a batch
     structure_lock: float = 1.0  # 0..1: warp the generated parts onto the source's (parser maps; `structure_lock.py`)
+    lock_detail: str = "coarse"  # that warp's resolution: a `structure_lock.LOCK_DETAIL` name
+    source_detail_px: int = 0  # the source crop reaches the generator at this size (0: the generator's own setting)
 
 
 class SwapModel:
@@ -176,6 +179,8 @@ class SwapModel:
         settings = settings or SwapSettings()
         if not 0.0 <= settings.structure_lock <= 1.0:
             raise InputShapeError(f"structure_lock must be between 0 (off) and 1, got {settings.structure_lock}.")
+        lock_detail_options(settings.lock_detail)  # an unknown name fails here, before any work
+        self._source_px(settings)
         images = check_images(images, "source image")
         config = self.config
         outputs, masks = [], []
@@ -233,13 +238,14 @@ class SwapModel:
             code = blend_identity(source_ids, target, settings.strength)
         else:
             code = target
-        degraded = degrade_for_inference(crops, config)
+        degraded = degrade_for_inference(crops, self._source_px(settings))
         generated, gen_mask = self.generator(
             degraded.to(self.dtype), structure.to(self.dtype), code.to(self.dtype)
         )
         generated, gen_mask = generated.float(), gen_mask.float()
         if settings.structure_lock > 0 and self.structure.name == "parser":
-            generated, gen_mask = self.lock_structure(generated, gen_mask, crops, structure, settings.structure_lock)
+            generated, gen_mask = self.lock_structure(generated, gen_mask, crops, structure, settings.structure_lock,
+                                                      settings.lock_detail)
         if settings.color_match:
             generated = match_colours(generated, crops, gen_mask)
         full_mask = torch.zeros_like(frame[:, :1])
@@ -250,13 +256,22 @@ class SwapModel:
         return frame, full_mask
 
 
-    def lock_structure(self, generated: torch.Tensor, gen_mask: torch.Tensor, crops: torch.Tensor,
-                        structure: torch.Tensor, strength: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Warp the generated face (and its mask) so that it parses like the source (`structure_lock.py`)."""
-        from .structure_lock import apply_warp, fit_structure_warp
+    def _source_px(self, settings: SwapSettings) -> int:
+        """The size the source crop is degraded to: `settings.source_detail_px`, or the generator's own when 0."""
+        config = self.config
+        px = settings.source_detail_px or config.infer_degrade_px
+        if not 2 <= px <= config.resolution:
+            raise InputShapeError(f"source_detail_px must be 0 (the generator's own, {config.infer_degrade_px}) or "
+                                  f"between 2 and the generator's resolution {config.resolution}, got {px}.")
+        return px
 
+    def lock_structure(self, generated: torch.Tensor, gen_mask: torch.Tensor, crops: torch.Tensor,
+                       structure: torch.Tensor, strength: float,
+                       detail: str = SwapSettings.lock_detail) -> tuple[torch.Tensor, torch.Tensor]:
+        """Warp the generated face (and its mask) so that it parses like the source (`structure_lock.py`)."""
         composite = gen_mask * generated + (1 - gen_mask) * crops
-        displacement = fit_structure_warp(self.structure(composite).float(), structure.float())
+        displacement = fit_structure_warp(self.structure(composite).float(), structure.float(),
+                                          **lock_detail_options(detail))
         return apply_warp(generated, displacement, strength), apply_warp(gen_mask, displacement, strength)
 
 

@@ -16,6 +16,24 @@ from torch import Tensor
 from .errors import InputShapeError
 
 
+# Named warp resolutions for `fit_structure_warp` (the user-facing `lock_detail` setting). "coarse": an 8x8 field
+# fitted on 64 px maps, which moves whole parts; "fine": 16x16 on the full 128 px maps, which also moves a part's
+# own outline (nostrils against the nose tip, a brow's ends), so the output keeps more of the source's geometry
+# and so less of the target's face shape. 16 rather than 24 knots: on the validation pairs 24 cost more identity
+# for the same expression (figures: docs/EVALUATION.md, "Lock detail and source detail").
+LOCK_DETAIL: dict[str, dict[str, float]] = {
+    "coarse": {"grid": 8, "work_px": 64, "blur_px": 1.5},
+    "fine": {"grid": 16, "work_px": 128, "blur_px": 1.5},
+}
+
+
+def lock_detail_options(detail: str) -> dict[str, float]:
+    """`fit_structure_warp` keywords of a `LOCK_DETAIL` name; a clear error for an unknown one."""
+    if detail not in LOCK_DETAIL:
+        raise InputShapeError(f"lock_detail must be one of {sorted(LOCK_DETAIL)}, got {detail!r}.")
+    return dict(LOCK_DETAIL[detail])
+
+
 def _check_maps(moving: Tensor, fixed: Tensor) -> None:
     if moving.ndim != 4 or moving.shape != fixed.shape or moving.shape[-1] != moving.shape[-2]:
         raise InputShapeError(

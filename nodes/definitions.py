@@ -12,6 +12,7 @@ from fewshot_core.errors import InputShapeError, ModelFileMissingError
 from fewshot_core.identity import DEFAULT_OUTLIER_THRESHOLD, IdentityEmbedding, load_identity, save_identity
 from fewshot_core.paste import composite
 from fewshot_core.pipeline import SwapModel, SwapSettings, parse_face_indices
+from fewshot_core.structure_lock import LOCK_DETAIL
 
 from . import host
 from .spec import NodeSpec, Out, Param
@@ -102,11 +103,13 @@ def load_identity_node(name: str) -> tuple:
 # ---------------------------------------------------------------------- swap
 def swap(model: SwapModel, identity: IdentityEmbedding, image: torch.Tensor, faces: str, order: str,
          strength: float, feather: float, color_match: bool, min_face_size: int, chunk_size: int,
-         temporal_smoothing: float = 0.0, structure_lock: float = SwapSettings.structure_lock) -> tuple:
+         temporal_smoothing: float = 0.0, structure_lock: float = SwapSettings.structure_lock,
+         lock_detail: str = SwapSettings.lock_detail, source_detail_px: int = SwapSettings.source_detail_px) -> tuple:
     images = to_core(image, "source image")
     settings = SwapSettings(faces=parse_face_indices(faces), order=order, strength=strength,
                             feather_px=feather, color_match=color_match, min_face_size=min_face_size,
-                            temporal_smoothing=temporal_smoothing, structure_lock=structure_lock)
+                            temporal_smoothing=temporal_smoothing, structure_lock=structure_lock,
+                            lock_detail=lock_detail, source_detail_px=source_detail_px)
     out, mask = model.swap(images, identity, settings, chunk_size=chunk_size,
                            progress=host.progress_reporter(images.shape[0]), check_interrupt=host.interrupt_check)
     return to_comfy(out), mask[:, 0].cpu()
@@ -185,6 +188,14 @@ SPECS: list[NodeSpec] = [
                   optional=True,
                   tooltip="nudges the generated brows, nose, eyes and lips onto the source's with a small smooth "
                           "warp, so expression is kept more faithfully (0 off; costs a few ms per face)"),
+            Param("lock_detail", "COMBO", options=sorted(LOCK_DETAIL), default=SwapSettings.lock_detail,
+                  optional=True,
+                  tooltip="resolution of that warp: 'fine' also moves the parts' outlines, keeping more of the "
+                          "source's expression and a little less of the target's face shape"),
+            Param("source_detail_px", "INT", default=SwapSettings.source_detail_px, min=0, max=128, step=1,
+                  optional=True,
+                  tooltip="size the source face reaches the generator at (0: the model's own setting); larger "
+                          "keeps more of the source's expression and lighting, smaller lets more identity through"),
         ],
         outputs=[Out("IMAGE", "image"), Out("MASK", "mask")],
         run=swap,

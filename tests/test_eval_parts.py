@@ -297,3 +297,22 @@ def test_missing_extra_gives_an_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "dlib", None)  # makes `import dlib` fail
     with pytest.raises(EvalExtrasMissingError, match=r"pip install -e \.\[eval\]"):
         require("dlib")
+
+
+def test_stage_benchmark_times_every_stage_and_each_lock_detail(capsys, model_dir, data_root):
+    """The benchmark's figures are speed only; this checks it measures what it says (each stage, both lock
+    details, the alternative kept out of the total) and ends on its JSON line."""
+    import json
+
+    import torch
+
+    from fewshot_core.eval.bench import main
+    from fewshot_core.structure_lock import LOCK_DETAIL
+
+    assert main(["--size", "256", "--repeats", "1", "--threads", str(torch.get_num_threads())]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    stages = ("detect", "align", "embed", "structure", "generate", "structure_lock", "paste_back")
+    assert all(summary[f"{s}_ms"] > 0 for s in stages)
+    assert abs(summary["total_ms"] - sum(summary[f"{s}_ms"] for s in stages)) < 0.2
+    others = [k for k in summary if k.startswith("structure_lock_") and k != "structure_lock_ms"]
+    assert len(others) == len(LOCK_DETAIL) - 1 and all(summary[k] > 0 for k in others)

@@ -104,3 +104,21 @@ def test_no_generator_means_a_clear_error(swap_model, identity):
 def test_structure_lock_out_of_range_is_a_clear_error(model, identity, data_root):
     with pytest.raises(InputShapeError, match="structure_lock"):
         model.swap(load_image(lfw_photo("George_W_Bush", 2)), identity, SwapSettings(structure_lock=1.5))
+
+
+def test_unknown_lock_detail_and_source_size_out_of_range_are_clear_errors(model, identity, data_root):
+    source = load_image(lfw_photo("George_W_Bush", 2))
+    with pytest.raises(InputShapeError, match="lock_detail must be one of"):
+        model.swap(source, identity, SwapSettings(lock_detail="ultra"))
+    with pytest.raises(InputShapeError, match="source_detail_px"):
+        model.swap(source, identity, SwapSettings(source_detail_px=model.config.resolution + 1))
+
+
+def test_source_detail_px_zero_is_the_generators_own_size_and_other_sizes_change_the_output(model, identity,
+                                                                                              data_root):
+    source = load_image(lfw_photo("George_W_Bush", 2))
+    own, _ = model.swap(source, identity, SwapSettings(source_detail_px=0))
+    explicit, _ = model.swap(source, identity, SwapSettings(source_detail_px=model.config.infer_degrade_px))
+    sharper, _ = model.swap(source, identity, SwapSettings(source_detail_px=32))
+    assert torch.equal(own, explicit)
+    assert (sharper - own).abs().mean() > 1e-4

@@ -84,7 +84,8 @@ class OursMethod(SwapMethod):
     """The swap model (`pipeline.SwapModel`) with a trained generator file."""
 
     def __init__(self, analyser: Analyser, generator: Path, model_dir: Path | None = None,
-                 structure_lock: float | None = None, name: str = "ours") -> None:
+                 structure_lock: float | None = None, name: str = "ours", lock_detail: str | None = None,
+                 source_detail_px: int | None = None) -> None:
         super().__init__(analyser)
         from ..pipeline import SwapModel, SwapSettings
 
@@ -94,6 +95,10 @@ class OursMethod(SwapMethod):
         self.settings = SwapSettings(faces=[0], order="largest_first")
         if structure_lock is not None:
             self.settings.structure_lock = structure_lock
+        if lock_detail is not None:
+            self.settings.lock_detail = lock_detail
+        if source_detail_px is not None:
+            self.settings.source_detail_px = source_detail_px
         self._embeddings: dict[Path, object] = {}
 
     def _embedding(self, shot: Path):
