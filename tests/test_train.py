@@ -258,3 +258,60 @@ def test_weight_average_trains_resumes_exports_and_can_start_part_way(prepared, 
                                 dtype=torch.float32)
     assert "weights" not in raw_export.config.extra
     assert all(torch.equal(raw[k].half().float(), v) for k, v in raw_export.state_dict().items())
+
+
+def test_landmark_loss_uses_a_frozen_judge(labelled, tmp_path):
+    """w_landmarks > 0 loads the judge named in the config, frozen, and logs a finite, positive loss."""
+    from fewshot_core.parsing.mapper import default_parser_path
+    from fewshot_core.train.landmark_judge import LandmarkJudge
+
+    judge_path = LandmarkJudge.from_parser(default_parser_path()).save(tmp_path / "judge.safetensors")
+    cfg = TrainConfig.load("cpu_smoke", {"structure": "parser", "steps": 2, "w_landmarks": 10.0,
+                                         "landmark_judge": str(judge_path)})
+    trainer = Trainer(cfg, labelled, tmp_path / "run")
+    assert trainer.judge is not None and not any(p.requires_grad for p in trainer.judge.parameters())
+    before = {k: v.clone() for k, v in trainer.judge.state_dict().items()}
+    losses = trainer.train()
+    assert np.isfinite(losses["landmarks"]) and losses["landmarks"] > 0
+    assert all(torch.equal(before[k], v) for k, v in trainer.judge.state_dict().items())
+    rows = list(csv.DictReader(open(tmp_path / "run" / "losses.csv")))
+    assert float(rows[-1]["landmarks"]) > 0
+
+
+def test_landmark_loss_names_the_missing_judge(labelled, tmp_path):
+    from fewshot_core.errors import ModelFileMissingError
+
+    cfg = TrainConfig.load("cpu_smoke", {"structure": "parser", "w_landmarks": 1.0,
+                                         "landmark_judge": str(tmp_path / "nowhere.safetensors")})
+    with pytest.raises(ModelFileMissingError, match="nowhere.safetensors"):
+        Trainer(cfg, labelled, tmp_path / "run")
+
+
+def test_dlib_labels_then_judge_training_write_a_loadable_judge(prepared, tmp_path, capsys):
+    """judge_labels puts dlib's 68 points on every prepared crop; judge_train fits and writes a judge."""
+    import json
+    import shutil
+
+    from fewshot_core.train import judge_labels, judge_train
+    from fewshot_core.train.landmark_judge import load_judge
+
+    data, _ = prepared
+    work = tmp_path / "prepared"
+    work.mkdir()
+    for shard in data.glob("*.npz"):
+        shutil.copy(shard, work / shard.name)
+    assert judge_labels.main(["--prepared", str(work)]) == 0
+    for shard in work.glob("*.npz"):
+        with np.load(shard) as crops, np.load(work / "dlib68" / shard.name) as labels:
+            assert labels["points"].shape == (len(crops["crops"]), 68, 2)
+            pts = labels["points"]
+            assert (pts[:, 36, 0] < pts[:, 45, 0]).all(), "outer eye corners in image order"
+            assert (pts[:, 30, 1] < pts[:, 57, 1]).all(), "nose tip above the lower lip"
+    out = tmp_path / "judge.safetensors"
+    capsys.readouterr()
+    assert judge_train.main(["--prepared", str(work), "--out", str(out), "--steps", "2", "--batch", "4",
+                             "--threads", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 2 and summary["out"] == str(out)
+    with torch.no_grad():
+        assert load_judge(out)(torch.rand(1, 3, 64, 64)).shape == (1, 68, 2)

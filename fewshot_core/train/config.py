@@ -45,6 +45,10 @@ class TrainConfig:
     w_cycle: float = 0.0
     w_struct: float = 0.0  # cross outputs must parse (frozen shipped parser) like their source's class map
     struct_balance: float = 0.0  # class weights (freq/median)^-p in that loss: small parts (brows, nose) count more
+    # Cross outputs must put dlib's 68 points (as the frozen landmark judge places them) where the source has
+    # them, after a similarity fit: the expression figure's own formula, made differentiable.
+    w_landmarks: float = 0.0
+    landmark_judge: str | None = None  # judge file; None: `landmark_judge.default_judge_path(resolution)`
     adv_start: int = 0  # step at which adversarial losses switch on
     # Decay of an exponential moving average of the generator's weights (0: off). When on, the average is what
     # samples and exports use: Adam without momentum (betas[0] = 0) leaves the raw weights noisy step to step.

@@ -39,6 +39,8 @@ from .checkpoint import load_checkpoint, save_checkpoint, saved_module_names
 from .config import TrainConfig
 from .data import Batch, PreparedFaces, soft_class_maps
 from .discriminator import MultiScaleDiscriminator
+from .precision import cpu_bf16_supported
+from .landmark_judge import default_judge_path, load_judge, similarity_aligned_error
 from .losses import (facenet_features, feature_matching_loss, hinge_d_loss, hinge_g_loss, identity_loss,
                      perceptual_loss, structure_loss)
 
@@ -54,14 +56,6 @@ class LabelStructure:
 
     name = "parser"
     channels = PARSE_CLASSES
-
-
-def cpu_bf16_supported() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def run_dir_for(name: str) -> Path:
@@ -97,6 +91,9 @@ class Trainer:
         self.parser = None
         if cfg.w_struct > 0:  # frozen judge of the cross outputs' structure (gradients flow to its input only)
             self.parser = load_parser(default_parser_path(), self.device).eval().requires_grad_(False)
+        self.judge = None
+        if cfg.w_landmarks > 0:  # frozen, like the parser: gradients flow to the cross outputs only
+            self.judge = load_judge(cfg.landmark_judge or default_judge_path(cfg.resolution), self.device)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas)
         self.step = 0
@@ -237,6 +234,13 @@ class Trainer:
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
                 logits = self.parser(comp[n_rec:])
             losses["struct"] = structure_loss(logits.float(), batch.class_maps[n_rec:], cfg.struct_balance)
+        if self.judge is not None and n_cross:
+            # dlib-style landmarks of the cross output against the source's own, similarity-aligned.
+            with torch.no_grad():
+                source_points = self.judge(x[n_rec:])
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
+                output_points = self.judge(comp[n_rec:])
+            losses["landmarks"] = similarity_aligned_error(output_points.float(), source_points.float()).mean()
         if cfg.w_cycle > 0 and n_cross:
             back, _ = self.generate(comp[n_rec:], structure[n_rec:], batch.own_embedding[n_rec:])
             losses["cycle"] = ((back - x[n_rec:]).abs() * (0.2 + face[n_rec:])).mean()
@@ -249,7 +253,8 @@ class Trainer:
             losses["fm"] = feature_matching_loss([[f[:n_rec].float() for f in o[1]] for o in fake_out],
                                                  [[f.float() for f in o[1]] for o in real_out])
         weights = {"l1": cfg.w_l1, "mask": cfg.w_mask, "id": cfg.w_id, "perceptual": cfg.w_perceptual,
-                   "cycle": cfg.w_cycle, "adv_g": cfg.w_adv, "fm": cfg.w_fm, "struct": cfg.w_struct}
+                   "cycle": cfg.w_cycle, "adv_g": cfg.w_adv, "fm": cfg.w_fm, "struct": cfg.w_struct,
+                   "landmarks": cfg.w_landmarks}
         total = sum(weights[k] * v for k, v in losses.items() if k in weights)
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
@@ -335,7 +340,7 @@ class Trainer:
                 row = {"step": self.step, "images_seen": self.images_seen, "seconds": round(self.seconds, 1), **last}
                 if fields is None:
                     fields = ["step", "images_seen", "seconds", "l1", "mask", "id", "id_cross", "perceptual",
-                              "struct", "cycle", "adv_g", "fm", "adv_d", "total"]
+                              "struct", "landmarks", "cycle", "adv_g", "fm", "adv_d", "total"]
                 new = not log_path.is_file()
                 with open(log_path, "a", newline="") as handle:
                     writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
