@@ -48,6 +48,13 @@ def load_points(prepared: Path, heldout: bool) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(crops), np.concatenate(points)
 
 
+def blur3(crops: Tensor) -> Tensor:
+    """A [1, 2, 1] x [1, 2, 1] / 16 blur per channel, edges replicated."""
+    k = torch.tensor([1.0, 2.0, 1.0]) / 4
+    kernel = (k[:, None] * k[None, :]).expand(crops.shape[1], 1, 3, 3)
+    return F.conv2d(F.pad(crops, (1, 1, 1, 1), mode="replicate"), kernel, groups=crops.shape[1])
+
+
 def augment(crops: Tensor, points: Tensor, gen: torch.Generator, strength: float = 1.0) -> tuple[Tensor, Tensor]:
     """Flip, small similarity warp, colour jitter, blur and noise; points [B, 68, 2] pixel follow the warp."""
     b, _, h, w = crops.shape
@@ -75,9 +82,7 @@ def augment(crops: Tensor, points: Tensor, gen: torch.Generator, strength: float
     crops = crops * gain + bias
     blur = torch.rand(b, generator=gen) < 0.3 * strength
     if blur.any():
-        k = torch.tensor([1.0, 2.0, 1.0]) / 4
-        kernel = (k[:, None] * k[None, :]).expand(3, 1, 3, 3)
-        crops[blur] = F.conv2d(F.pad(crops[blur], (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
+        crops[blur] = blur3(crops[blur])
     crops = crops + torch.randn(crops.shape, generator=gen) * 0.01 * strength
     return crops.clamp(0, 1), points
 
@@ -92,8 +97,6 @@ def evaluate(judge: LandmarkJudge, crops: np.ndarray, points: np.ndarray, batch:
     judge.eval()
     raw, aligned, self_err = [], [], []
     left, right = OUTER_EYE_CORNERS
-    k = torch.tensor([1.0, 2.0, 1.0]) / 4
-    kernel = (k[:, None] * k[None, :]).expand(3, 1, 3, 3)
     for i in range(0, len(crops), batch):
         x = to_tensor(crops[i:i + batch])
         ref = torch.from_numpy(points[i:i + batch]).float()
@@ -101,8 +104,7 @@ def evaluate(judge: LandmarkJudge, crops: np.ndarray, points: np.ndarray, batch:
         iod = (ref[:, right] - ref[:, left]).norm(dim=-1)
         raw.append(((pred - ref).norm(dim=-1).mean(1) / iod).numpy())
         aligned.append(similarity_aligned_error(pred, ref).numpy())
-        blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
-        self_err.append(similarity_aligned_error(judge(blurred), pred).numpy())
+        self_err.append(similarity_aligned_error(judge(blur3(x)), pred).numpy())
     return {"nme_raw": float(np.concatenate(raw).mean()), "nme_aligned": float(np.concatenate(aligned).mean()),
             "blur_self_error": float(np.concatenate(self_err).mean())}
 
