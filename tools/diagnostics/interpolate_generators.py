@@ -12,49 +12,39 @@ with the fine-tune's config and a note of the blend; evaluate it like any candid
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+
+from fewshot_core.generator.io import load_generator, save_generator
+from fewshot_core.generator.network import FewShotGenerator
 
 
-def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    with safe_open(str(path), "pt") as handle:
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-        metadata = dict(handle.metadata() or {})
-    return tensors, metadata
+def _architecture(model: FewShotGenerator) -> dict:
+    """The config fields that build the network (everything but the free-form notes)."""
+    return {key: value for key, value in model.config.to_dict().items() if key != "extra"}
 
 
-def blend_generators(finetuned: Path, base: Path, alpha: float) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Return alpha * finetuned + (1 - alpha) * base, with the fine-tune's metadata and a blend note."""
+def blend_generators(finetuned: Path, base: Path, alpha: float) -> FewShotGenerator:
+    """Return a generator whose weights are alpha * finetuned + (1 - alpha) * base, with a blend note."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    tuned, metadata = _read(finetuned)
-    start, base_metadata = _read(base)
-    if tuned.keys() != start.keys():
-        missing = sorted(set(tuned) ^ set(start))[:5]
-        raise ValueError(f"the two generators have different tensors (for example {missing}); blend only one architecture")
-    if json.loads(metadata.get("fewshot_config", "{}")).get("base_channels") != json.loads(
-        base_metadata.get("fewshot_config", "{}")
-    ).get("base_channels"):
-        raise ValueError("the two generators have different configs; blend only one architecture")
-    blended = {}
-    for key, value in tuned.items():
-        other = start[key]
-        if value.shape != other.shape:
-            raise ValueError(f"tensor {key} has shape {tuple(value.shape)} in one file and {tuple(other.shape)} in the other")
-        if value.is_floating_point():
-            mixed = alpha * value.float() + (1.0 - alpha) * other.float()
-            blended[key] = mixed.to(torch.float16).contiguous()
-        else:
-            blended[key] = value.contiguous()
-    config = json.loads(metadata["fewshot_config"])
-    extra = config.setdefault("extra", {})
+    tuned = load_generator(finetuned)
+    start = load_generator(base)
+    if _architecture(tuned) != _architecture(start):
+        raise ValueError(f"{finetuned.name} and {base.name} have different configs; blend only one architecture")
+    start_state = start.state_dict()
+    blended = {
+        key: alpha * value + (1.0 - alpha) * start_state[key] if value.is_floating_point() else value
+        for key, value in tuned.state_dict().items()
+    }
+    tuned.load_state_dict(blended)
+    extra = dict(tuned.config.extra)
     extra["weights"] = f"blend: {alpha:g} x {finetuned.name} + {1.0 - alpha:g} x {base.name} ({extra.get('weights', '')})"
-    metadata["fewshot_config"] = json.dumps(config, sort_keys=True)
-    return blended, metadata
+    tuned.config = dataclasses.replace(tuned.config, extra=extra)
+    return tuned
 
 
 def main() -> None:
@@ -64,10 +54,9 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.5, help="weight of the fine-tuned generator")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    tensors, metadata = blend_generators(args.finetuned, args.base, args.alpha)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(args.out), metadata=metadata)
-    print(json.dumps({"out": str(args.out), "alpha": args.alpha, "tensors": len(tensors)}))
+    model = blend_generators(args.finetuned, args.base, args.alpha)
+    save_generator(model, model.config, args.out)
+    print(json.dumps({"out": str(args.out), "alpha": args.alpha}))
 
 
 if __name__ == "__main__":
