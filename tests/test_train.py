@@ -278,6 +278,51 @@ def test_landmark_loss_uses_a_frozen_judge(labelled, tmp_path):
     assert float(rows[-1]["landmarks"]) > 0
 
 
+def test_discriminator_warmup_freezes_the_generator_then_hands_over(prepared, tmp_path):
+    """d_warmup_steps: the first steps move only the discriminator; later steps train both."""
+    data, _ = prepared
+    cfg = TrainConfig.load("cpu_smoke", {"steps": 2, "d_warmup_steps": 2})
+    trainer = Trainer(cfg, data, tmp_path / "run")
+    gen_before = {k: v.clone() for k, v in trainer.generator.state_dict().items()}
+    disc_before = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}
+    losses = trainer.train()
+    assert set(losses) == {"adv_d"} and np.isfinite(losses["adv_d"])
+    assert all(torch.equal(gen_before[k], v) for k, v in trainer.generator.state_dict().items())
+    assert any(not torch.equal(disc_before[k], v) for k, v in trainer.discriminator.state_dict().items())
+
+    resumed = Trainer(TrainConfig.load("cpu_smoke", {"steps": 3, "d_warmup_steps": 2}), data, tmp_path / "run")
+    assert resumed.step == 2
+    losses = resumed.train()
+    assert "l1" in losses and "adv_g" in losses
+    assert any(not torch.equal(gen_before[k], v) for k, v in resumed.generator.state_dict().items())
+
+
+def test_landmark_lowpass_blurs_what_the_judge_sees(labelled, tmp_path, monkeypatch):
+    """landmark_lowpass feeds the judge 3x3-blurred crops (source and output alike), and still trains."""
+    from fewshot_core.parsing.mapper import default_parser_path
+    from fewshot_core.train import trainer as trainer_module
+    from fewshot_core.train.landmark_judge import LandmarkJudge, blur3
+
+    judge_path = LandmarkJudge.from_parser(default_parser_path()).save(tmp_path / "judge.safetensors")
+    blurred: list[torch.Tensor] = []
+    monkeypatch.setattr(trainer_module, "blur3", lambda t: blurred.append(t) or blur3(t))
+    seen: list[torch.Tensor] = []
+    for lowpass in (False, True):
+        cfg = TrainConfig.load("cpu_smoke", {"structure": "parser", "steps": 1, "w_landmarks": 10.0,
+                                             "landmark_judge": str(judge_path), "landmark_lowpass": lowpass})
+        trainer = Trainer(cfg, labelled, tmp_path / f"run_{lowpass}")
+        trainer.judge.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
+        losses = trainer.train()
+        assert np.isfinite(losses["landmarks"]) and losses["landmarks"] > 0
+        assert len(blurred) == (2 if lowpass else 0), "source and output both pass the low-pass, or neither"
+    assert torch.allclose(seen[2], blur3(blurred[0])), "the judge sees the blurred source"
+    checker = torch.zeros(1, 3, 8, 8)
+    checker[..., ::2, ::2] = checker[..., 1::2, 1::2] = 1
+    assert blur3(checker)[..., 2:-2, 2:-2].std() < 0.05 * checker.std(), "the low-pass removes pixel texture"
+    smooth = torch.linspace(0, 1, 8).expand(1, 3, 8, 8)
+    assert torch.allclose(blur3(smooth)[..., 1:-1, 1:-1], smooth[..., 1:-1, 1:-1], atol=1e-6), "and keeps ramps"
+
+
 def test_landmark_loss_names_the_missing_judge(labelled, tmp_path):
     from fewshot_core.errors import ModelFileMissingError
 

@@ -49,7 +49,12 @@ class TrainConfig:
     # them, after a similarity fit: the expression figure's own formula, made differentiable.
     w_landmarks: float = 0.0
     landmark_judge: str | None = None  # judge file; None: `landmark_judge.default_judge_path(resolution)`
+    # Show the judge source and output through a 3x3 low-pass, so the landmark loss moves geometry, not texture.
+    landmark_lowpass: bool = False
     adv_start: int = 0  # step at which adversarial losses switch on
+    # The first N steps train the discriminator alone (generator frozen): a fine-tune from an exported generator
+    # starts with a fresh discriminator, whose early, uninformed gradients would otherwise reach the generator.
+    d_warmup_steps: int = 0
     # Decay of an exponential moving average of the generator's weights (0: off). When on, the average is what
     # samples and exports use: Adam without momentum (betas[0] = 0) leaves the raw weights noisy step to step.
     g_ema: float = 0.0

@@ -27,7 +27,8 @@ from torch import Tensor
 from ..errors import FewShotError
 from ..parsing.mapper import default_parser_path
 from .judge_labels import label_dir
-from .landmark_judge import FLIP_68, OUTER_EYE_CORNERS, LandmarkJudge, default_judge_path, similarity_aligned_error
+from .landmark_judge import (FLIP_68, OUTER_EYE_CORNERS, LandmarkJudge, blur3, default_judge_path,
+                             similarity_aligned_error)
 from .prepare import prepared_dir
 
 
@@ -46,13 +47,6 @@ def load_points(prepared: Path, heldout: bool) -> tuple[np.ndarray, np.ndarray]:
         raise FewShotError(f"no dlib landmark labels under {label_dir(prepared)}; run "
                            "`python -m fewshot_core.train.judge_labels` first")
     return np.concatenate(crops), np.concatenate(points)
-
-
-def blur3(crops: Tensor) -> Tensor:
-    """A [1, 2, 1] x [1, 2, 1] / 16 blur per channel, edges replicated."""
-    k = torch.tensor([1.0, 2.0, 1.0]) / 4
-    kernel = (k[:, None] * k[None, :]).expand(crops.shape[1], 1, 3, 3)
-    return F.conv2d(F.pad(crops, (1, 1, 1, 1), mode="replicate"), kernel, groups=crops.shape[1])
 
 
 def augment(crops: Tensor, points: Tensor, gen: torch.Generator, strength: float = 1.0) -> tuple[Tensor, Tensor]:

@@ -40,7 +40,7 @@ from .config import TrainConfig
 from .data import Batch, PreparedFaces, soft_class_maps
 from .discriminator import MultiScaleDiscriminator
 from .precision import cpu_bf16_supported
-from .landmark_judge import default_judge_path, load_judge, similarity_aligned_error
+from .landmark_judge import blur3, default_judge_path, load_judge, similarity_aligned_error
 from .losses import (facenet_features, feature_matching_loss, hinge_d_loss, hinge_g_loss, identity_loss,
                      perceptual_loss, structure_loss)
 
@@ -202,8 +202,32 @@ class Trainer:
         return face * rgb + (1 - face) * crops
 
     # --------------------------------------------------------------------- step
+    def discriminator_step(self, x: torch.Tensor, comp: torch.Tensor) -> torch.Tensor:
+        """One hinge update of the discriminator: real crops against composited outputs (detached)."""
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
+            real_logits = [o[0].float() for o in self.discriminator(x)]
+            fake_logits = [o[0].float() for o in self.discriminator(comp.detach())]
+        d_loss = hinge_d_loss(real_logits, fake_logits)
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+        return d_loss.detach()
+
+    def discriminator_warmup_step(self, batch: Batch) -> dict[str, float]:
+        """A step of `d_warmup_steps`: the frozen generator's cross swaps and reconstructions feed D only."""
+        x = batch.crops
+        n_rec = x.shape[0] - int(round(x.shape[0] * self.cfg.cross_fraction))
+        cross_codes, _ = self.cross_codes(batch.identity_index[n_rec:])
+        codes = torch.cat([batch.own_embedding[:n_rec], cross_codes])
+        structure = self.structure(batch)
+        with torch.no_grad():
+            rgb, _ = self.generate(x, structure, codes)
+        return {"adv_d": float(self.discriminator_step(x, self.blend(rgb, x, structure)))}
+
     def train_step(self, batch: Batch) -> dict[str, float]:
         cfg = self.cfg
+        if self.step < cfg.d_warmup_steps and cfg.w_adv > 0:
+            return self.discriminator_warmup_step(batch)
         x, lm = batch.crops, batch.landmarks
         n = x.shape[0]
         n_cross = int(round(n * cfg.cross_fraction))
@@ -236,10 +260,11 @@ class Trainer:
             losses["struct"] = structure_loss(logits.float(), batch.class_maps[n_rec:], cfg.struct_balance)
         if self.judge is not None and n_cross:
             # dlib-style landmarks of the cross output against the source's own, similarity-aligned.
+            seen = blur3 if cfg.landmark_lowpass else (lambda t: t)
             with torch.no_grad():
-                source_points = self.judge(x[n_rec:])
+                source_points = self.judge(seen(x[n_rec:]))
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
-                output_points = self.judge(comp[n_rec:])
+                output_points = self.judge(seen(comp[n_rec:]))
             losses["landmarks"] = similarity_aligned_error(output_points.float(), source_points.float()).mean()
         if cfg.w_cycle > 0 and n_cross:
             back, _ = self.generate(comp[n_rec:], structure[n_rec:], batch.own_embedding[n_rec:])
@@ -261,14 +286,7 @@ class Trainer:
         self.opt_g.step()
         self.update_average()
         if use_adv:
-            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
-                real_logits = [o[0].float() for o in self.discriminator(x)]
-                fake_logits = [o[0].float() for o in self.discriminator(comp.detach())]
-            d_loss = hinge_d_loss(real_logits, fake_logits)
-            self.opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            self.opt_d.step()
-            losses["adv_d"] = d_loss.detach()
+            losses["adv_d"] = self.discriminator_step(x, comp)
         losses["total"] = total.detach()
         return {k: float(v.detach()) for k, v in losses.items()}
 
