@@ -202,6 +202,14 @@ class Trainer:
         return face * rgb + (1 - face) * crops
 
     # --------------------------------------------------------------------- step
+    def batch_codes(self, batch: Batch) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """How many rows reconstruct (the first), their codes (own embedding or identity mean), the cross codes."""
+        n_rec = batch.crops.shape[0] - int(round(batch.crops.shape[0] * self.cfg.cross_fraction))
+        use_own = torch.from_numpy(self.rng.random(n_rec) < self.cfg.own_embedding_prob).to(self.device)[:, None]
+        rec_codes = torch.where(use_own, batch.own_embedding[:n_rec], batch.identity_mean[:n_rec])
+        cross_codes, _ = self.cross_codes(batch.identity_index[n_rec:])
+        return n_rec, rec_codes, cross_codes
+
     def discriminator_step(self, x: torch.Tensor, comp: torch.Tensor) -> torch.Tensor:
         """One hinge update of the discriminator: real crops against composited outputs (detached)."""
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
@@ -216,9 +224,8 @@ class Trainer:
     def discriminator_warmup_step(self, batch: Batch) -> dict[str, float]:
         """A step of `d_warmup_steps`: the frozen generator's cross swaps and reconstructions feed D only."""
         x = batch.crops
-        n_rec = x.shape[0] - int(round(x.shape[0] * self.cfg.cross_fraction))
-        cross_codes, _ = self.cross_codes(batch.identity_index[n_rec:])
-        codes = torch.cat([batch.own_embedding[:n_rec], cross_codes])
+        _, rec_codes, cross_codes = self.batch_codes(batch)
+        codes = torch.cat([rec_codes, cross_codes])
         structure = self.structure(batch)
         with torch.no_grad():
             rgb, _ = self.generate(x, structure, codes)
@@ -229,12 +236,8 @@ class Trainer:
         if self.step < cfg.d_warmup_steps and cfg.w_adv > 0:
             return self.discriminator_warmup_step(batch)
         x, lm = batch.crops, batch.landmarks
-        n = x.shape[0]
-        n_cross = int(round(n * cfg.cross_fraction))
-        n_rec = n - n_cross
-        use_own = torch.from_numpy(self.rng.random(n_rec) < cfg.own_embedding_prob).to(self.device)[:, None]
-        rec_codes = torch.where(use_own, batch.own_embedding[:n_rec], batch.identity_mean[:n_rec])
-        cross_codes, _ = self.cross_codes(batch.identity_index[n_rec:])
+        n_rec, rec_codes, cross_codes = self.batch_codes(batch)
+        n_cross = x.shape[0] - n_rec
         codes = torch.cat([rec_codes, cross_codes])
         id_targets = torch.cat([batch.own_embedding[:n_rec], cross_codes])
 
