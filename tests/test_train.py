@@ -323,6 +323,46 @@ def test_landmark_lowpass_blurs_what_the_judge_sees(labelled, tmp_path, monkeypa
     assert torch.allclose(blur3(smooth)[..., 1:-1, 1:-1], smooth[..., 1:-1, 1:-1], atol=1e-6), "and keeps ramps"
 
 
+def test_paired_jitter_moves_both_batches_by_the_same_small_similarity():
+    from fewshot_core.train.landmark_judge import paired_jitter
+
+    a, b = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    a1, b1 = paired_jitter(a, b, torch.Generator().manual_seed(3))
+    a2, a3 = paired_jitter(a, a, torch.Generator().manual_seed(3))
+    b2, _ = paired_jitter(b, b, torch.Generator().manual_seed(3))
+    assert torch.equal(a1, a2) and torch.equal(a2, a3) and torch.equal(b1, b2), "one transform per row, shared"
+    assert not torch.allclose(a1, a), "it does move the images"
+    blob = torch.zeros(4, 1, 32, 32)
+    blob[..., 10:14, 18:22] = 1
+    moved, _ = paired_jitter(blob, blob, torch.Generator().manual_seed(5))
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    mass = moved[:, 0].sum((1, 2))[:, None]
+    centre = torch.stack([(moved[:, 0] * xs).sum((1, 2)), (moved[:, 0] * ys).sum((1, 2))], 1) / mass
+    shift = (centre - torch.tensor([19.5, 11.5])).norm(dim=1)
+    assert (shift < 0.1 * 32).all() and (shift > 0.05).any(), "a small similarity, not a scramble"
+
+
+def test_face_only_adversarial_losses_ignore_patches_outside_the_face(prepared, tmp_path):
+    from fewshot_core.train.losses import hinge_d_loss, hinge_g_loss
+
+    weight = torch.zeros(2, 1, 16, 16)
+    weight[..., 4:12, 4:12] = 1
+    real, fake = [torch.randn(2, 1, 8, 8)], [torch.randn(2, 1, 8, 8)]
+    outside = [fake[0].clone()]
+    outside[0][..., :2, :] += 5  # rows 0-1 of the 8x8 grid lie outside the face
+    inside = [fake[0].clone()]
+    inside[0][..., 3:5, 3:5] += 5
+    assert torch.isclose(hinge_d_loss(real, fake, weight), hinge_d_loss(real, outside, weight))
+    assert torch.isclose(hinge_g_loss(fake, weight), hinge_g_loss(outside, weight))
+    assert not torch.isclose(hinge_d_loss(real, fake, weight), hinge_d_loss(real, inside, weight))
+    assert not torch.isclose(hinge_d_loss(real, fake), hinge_d_loss(real, outside)), "unweighted counts all"
+
+    data, _ = prepared
+    cfg = TrainConfig.load("cpu_smoke", {"steps": 1, "disc_face_only": True})
+    losses = Trainer(cfg, data, tmp_path / "run").train()
+    assert np.isfinite(losses["adv_d"]) and np.isfinite(losses["adv_g"])
+
+
 def test_landmark_loss_names_the_missing_judge(labelled, tmp_path):
     from fewshot_core.errors import ModelFileMissingError
 

@@ -51,6 +51,9 @@ class TrainConfig:
     landmark_judge: str | None = None  # judge file; None: `landmark_judge.default_judge_path(resolution)`
     # Show the judge source and output through a 3x3 low-pass, so the landmark loss moves geometry, not texture.
     landmark_lowpass: bool = False
+    # Show the judge source and output through the same random small similarity (shift, scale, rotation) each
+    # step: a change that moves the judge's points under every such view is geometry, not an adversarial pattern.
+    landmark_jitter: bool = False
     adv_start: int = 0  # step at which adversarial losses switch on
     # The first N steps train the discriminator alone (generator frozen): a fine-tune from an exported generator
     # starts with a fresh discriminator, whose early, uninformed gradients would otherwise reach the generator.
@@ -59,6 +62,9 @@ class TrainConfig:
     # samples and exports use: Adam without momentum (betas[0] = 0) leaves the raw weights noisy step to step.
     g_ema: float = 0.0
     disc_scales: int = 2
+    # Average the adversarial losses over the face region only: outside it the composite is the real crop, so
+    # those patches are identical in real and fake and only dilute what the discriminator learns.
+    disc_face_only: bool = False
     disc_channels: int = 48
     log_every: int = 10
     sample_every: int = 200

@@ -162,3 +162,24 @@ def blur3(crops: Tensor) -> Tensor:
     k = torch.tensor([1.0, 2.0, 1.0], device=crops.device, dtype=crops.dtype) / 4
     kernel = (k[:, None] * k[None, :]).expand(crops.shape[1], 1, 3, 3)
     return F.conv2d(F.pad(crops, (1, 1, 1, 1), mode="replicate"), kernel, groups=crops.shape[1])
+
+
+def paired_jitter(a: Tensor, b: Tensor, gen: torch.Generator, shift: float = 0.03, scale: float = 0.05,
+                  degrees: float = 5.0) -> tuple[Tensor, Tensor]:
+    """The same random small similarity (per row) applied to two image batches [B, C, H, W].
+
+    Why: the similarity-aligned point error is unchanged by a shared similarity, but an adversarial texture that
+    moves a frozen judge's points rarely survives a random resampling, so the loss keeps only geometric changes.
+    """
+    n = a.shape[0]
+    u = torch.rand(n, 4, generator=gen).to(a.device, a.dtype) * 2 - 1
+    zoom = 1 + scale * u[:, 0]
+    angle = torch.deg2rad(degrees * u[:, 1])
+    theta = torch.zeros(n, 2, 3, device=a.device, dtype=a.dtype)
+    theta[:, 0, 0], theta[:, 0, 1] = zoom * torch.cos(angle), -zoom * torch.sin(angle)
+    theta[:, 1, 0], theta[:, 1, 1] = zoom * torch.sin(angle), zoom * torch.cos(angle)
+    theta[:, :, 2] = 2 * shift * u[:, 2:]
+    grid = F.affine_grid(theta, list(a.shape), align_corners=False)
+    warp = lambda t: F.grid_sample(t, grid.to(t.dtype), mode="bilinear", padding_mode="border",  # noqa: E731
+                                   align_corners=False)
+    return warp(a), warp(b)

@@ -36,12 +36,22 @@ def perceptual_loss(features: list[torch.Tensor], targets: list[torch.Tensor]) -
     return total / len(features)
 
 
-def hinge_d_loss(real_logits: list[torch.Tensor], fake_logits: list[torch.Tensor]) -> torch.Tensor:
-    return sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real_logits, fake_logits)) / len(real_logits)
+def _weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    if weight is None:
+        return values.mean()
+    weight = F.interpolate(weight, size=values.shape[-2:], mode="area")  # [B, 1, h, w] onto the logit grid
+    return (values * weight).sum() / weight.expand_as(values).sum().clamp_min(1e-6)
 
 
-def hinge_g_loss(fake_logits: list[torch.Tensor]) -> torch.Tensor:
-    return sum(-f.mean() for f in fake_logits) / len(fake_logits)
+def hinge_d_loss(real_logits: list[torch.Tensor], fake_logits: list[torch.Tensor],
+                 weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Hinge loss of the patch logits; `weight` [B, 1, H, W] (e.g. the face region) weighs the patches."""
+    return sum(_weighted_mean(F.relu(1 - r), weight) + _weighted_mean(F.relu(1 + f), weight)
+               for r, f in zip(real_logits, fake_logits)) / len(real_logits)
+
+
+def hinge_g_loss(fake_logits: list[torch.Tensor], weight: torch.Tensor | None = None) -> torch.Tensor:
+    return sum(-_weighted_mean(f, weight) for f in fake_logits) / len(fake_logits)
 
 
 def feature_matching_loss(fake_feats: list[list[torch.Tensor]], real_feats: list[list[torch.Tensor]]) -> torch.Tensor:

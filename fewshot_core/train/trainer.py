@@ -40,7 +40,7 @@ from .config import TrainConfig
 from .data import Batch, PreparedFaces, soft_class_maps
 from .discriminator import MultiScaleDiscriminator
 from .precision import cpu_bf16_supported
-from .landmark_judge import blur3, default_judge_path, load_judge, similarity_aligned_error
+from .landmark_judge import blur3, default_judge_path, load_judge, paired_jitter, similarity_aligned_error
 from .losses import (facenet_features, feature_matching_loss, hinge_d_loss, hinge_g_loss, identity_loss,
                      perceptual_loss, structure_loss)
 
@@ -210,12 +210,16 @@ class Trainer:
         cross_codes, _ = self.cross_codes(batch.identity_index[n_rec:])
         return n_rec, rec_codes, cross_codes
 
-    def discriminator_step(self, x: torch.Tensor, comp: torch.Tensor) -> torch.Tensor:
+    def adversarial_weight(self, structure: torch.Tensor) -> torch.Tensor | None:
+        """Per-pixel weight of the adversarial losses: the face region with `disc_face_only`, else uniform."""
+        return (1 - structure[:, :1]) if self.cfg.disc_face_only else None
+
+    def discriminator_step(self, x: torch.Tensor, comp: torch.Tensor, structure: torch.Tensor) -> torch.Tensor:
         """One hinge update of the discriminator: real crops against composited outputs (detached)."""
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
             real_logits = [o[0].float() for o in self.discriminator(x)]
             fake_logits = [o[0].float() for o in self.discriminator(comp.detach())]
-        d_loss = hinge_d_loss(real_logits, fake_logits)
+        d_loss = hinge_d_loss(real_logits, fake_logits, self.adversarial_weight(structure))
         self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         self.opt_d.step()
@@ -229,7 +233,7 @@ class Trainer:
         structure = self.structure(batch)
         with torch.no_grad():
             rgb, _ = self.generate(x, structure, codes)
-        return {"adv_d": float(self.discriminator_step(x, self.blend(rgb, x, structure)))}
+        return {"adv_d": float(self.discriminator_step(x, self.blend(rgb, x, structure), structure))}
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         cfg = self.cfg
@@ -263,11 +267,15 @@ class Trainer:
             losses["struct"] = structure_loss(logits.float(), batch.class_maps[n_rec:], cfg.struct_balance)
         if self.judge is not None and n_cross:
             # dlib-style landmarks of the cross output against the source's own, similarity-aligned.
-            seen = blur3 if cfg.landmark_lowpass else (lambda t: t)
+            source_view, output_view = x[n_rec:], comp[n_rec:]
+            if cfg.landmark_jitter:
+                source_view, output_view = paired_jitter(source_view, output_view, self.torch_rng)
+            if cfg.landmark_lowpass:
+                source_view, output_view = blur3(source_view), blur3(output_view)
             with torch.no_grad():
-                source_points = self.judge(seen(x[n_rec:]))
+                source_points = self.judge(source_view)
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
-                output_points = self.judge(seen(comp[n_rec:]))
+                output_points = self.judge(output_view)
             losses["landmarks"] = similarity_aligned_error(output_points.float(), source_points.float()).mean()
         if cfg.w_cycle > 0 and n_cross:
             back, _ = self.generate(comp[n_rec:], structure[n_rec:], batch.own_embedding[n_rec:])
@@ -277,7 +285,7 @@ class Trainer:
                 fake_out = self.discriminator(comp)
                 with torch.no_grad():
                     real_out = self.discriminator(x[:n_rec])
-            losses["adv_g"] = hinge_g_loss([o[0].float() for o in fake_out])
+            losses["adv_g"] = hinge_g_loss([o[0].float() for o in fake_out], self.adversarial_weight(structure))
             losses["fm"] = feature_matching_loss([[f[:n_rec].float() for f in o[1]] for o in fake_out],
                                                  [[f.float() for f in o[1]] for o in real_out])
         weights = {"l1": cfg.w_l1, "mask": cfg.w_mask, "id": cfg.w_id, "perceptual": cfg.w_perceptual,
@@ -289,7 +297,7 @@ class Trainer:
         self.opt_g.step()
         self.update_average()
         if use_adv:
-            losses["adv_d"] = self.discriminator_step(x, comp)
+            losses["adv_d"] = self.discriminator_step(x, comp, structure)
         losses["total"] = total.detach()
         return {k: float(v.detach()) for k, v in losses.items()}
 
