@@ -84,6 +84,10 @@ class GeneratorConfig:
         """Feature width after `level` downsamples (level 0 = full resolution)."""
         return min(self.base_channels * 2 ** level, self.max_channels)
 
+    def architecture(self) -> dict[str, Any]:
+        """The fields that build the network (all but the free-form notes): equal ones load each other's weights."""
+        return {k: v for k, v in self.to_dict().items() if k != "extra"}
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -126,8 +126,7 @@ class Trainer:
             raise ValueError(f"{self.run_dir} already holds a checkpoint at step {self.step}; it resumes from that, "
                              "so --init-generator is not needed (or use another --run-dir)")
         source = load_generator(path, device=self.device)
-        mine = {k: v for k, v in self.gen_config.to_dict().items() if k != "extra"}
-        theirs = {k: v for k, v in source.config.to_dict().items() if k != "extra"}
+        mine, theirs = self.gen_config.architecture(), source.config.architecture()
         if mine != theirs:
             changed = sorted(k for k in mine if mine[k] != theirs.get(k))
             raise WeightsMismatchError(f"{path} was built with other generator settings ({changed}) than this run")

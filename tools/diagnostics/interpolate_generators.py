@@ -22,18 +22,13 @@ from fewshot_core.generator.io import load_generator, save_generator
 from fewshot_core.generator.network import FewShotGenerator
 
 
-def _architecture(model: FewShotGenerator) -> dict:
-    """The config fields that build the network (everything but the free-form notes)."""
-    return {key: value for key, value in model.config.to_dict().items() if key != "extra"}
-
-
 def blend_generators(finetuned: Path, base: Path, alpha: float) -> FewShotGenerator:
     """Return a generator whose weights are alpha * finetuned + (1 - alpha) * base, with a blend note."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     tuned = load_generator(finetuned)
     start = load_generator(base)
-    if _architecture(tuned) != _architecture(start):
+    if tuned.config.architecture() != start.config.architecture():
         raise ValueError(f"{finetuned.name} and {base.name} have different configs; blend only one architecture")
     start_state = start.state_dict()
     blended = {
