@@ -181,6 +181,22 @@ def test_augment_flip_swaps_left_and_right_classes():
     assert int((out[flipped] == CLASS_INDEX["iris_r"]).sum()) == int(flipped.sum())
 
 
+def test_augment_without_flip_keeps_every_sample_unmirrored():
+    """flip_p 0 (MediaPipe's own left/right habits kept): no sample is mirrored, and the colour draws are the
+    same as with the default flip share, so a run's other augmentations do not change with the flag."""
+    maps = torch.zeros(16, 32, 32, dtype=torch.long)
+    maps[:, 10:14, 4:10] = CLASS_INDEX["eye_l"]
+    maps[:, 10:14, 22:28] = CLASS_INDEX["eye_r"]
+    maps[:, 12, 6] = CLASS_INDEX["iris_l"]  # the only asymmetric pixel: a mirrored map differs here
+    crops = torch.rand(16, 3, 32, 32)
+    kept, out = augment(crops, maps, torch.Generator().manual_seed(3), strength=0.0, blur_p=0.0, flip_p=0.0)
+    assert bool((out == maps).all())
+    default, default_maps = augment(crops, maps, torch.Generator().manual_seed(3), strength=0.0, blur_p=0.0)
+    unmirrored = (default_maps == maps).flatten(1).all(1)
+    assert bool(unmirrored.any()) and not bool(unmirrored.all())
+    torch.testing.assert_close(kept[unmirrored], default[unmirrored])
+
+
 def test_loss_ignores_unlabelled_pixels():
     target = torch.full((1, 16, 16), IGNORE_INDEX, dtype=torch.long)
     target[0, :8] = CLASS_INDEX["skin"]
