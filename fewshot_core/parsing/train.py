@@ -11,7 +11,7 @@ rows with `heldout` False and a face found by MediaPipe are trained on.
 Why the augmentations: at inference the crops come from MTCNN's 5 landmarks,
 which are a few pixels off MediaPipe's idea of the face, and from photos of any
 quality; so every batch is randomly shifted, rotated and scaled a little,
-flipped (left/right classes swapped), colour-jittered and sometimes blurred.
+flipped (left/right classes swapped; `--flip 0` keeps MediaPipe's own asymmetries), colour-jittered and sometimes blurred.
 Runs are seeded per step (epoch order and augmentation draws), so a resumed run
 continues exactly where it stopped. Prints losses; the last line is JSON.
 """
@@ -330,7 +330,8 @@ def train(args: argparse.Namespace) -> dict:
         idx = order[within * args.batch:(within + 1) * args.batch]
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         crops, maps = _batch(faces, idx)
-        crops, maps = augment(crops, maps, gen, args.aug_strength, args.blur, args.flip)  # on CPU: seeded, device-independent
+        # On the CPU: seeded, so independent of the training device.
+        crops, maps = augment(crops, maps, gen, args.aug_strength, args.blur, args.flip)
         crops = crops.to(device).contiguous(memory_format=torch.channels_last)  # ~25% faster convolutions on CPU
         maps = maps.to(device)
         for group in opt.param_groups:
