@@ -19,7 +19,8 @@ from fewshot_core.parsing.network import (
     load_parser,
     save_parser,
 )
-from fewshot_core.parsing.train import LabelDataError, augment, load_labelled, parsing_loss, update_average
+from fewshot_core.parsing.train import (LabelDataError, augment, confusion, iou_from_confusion, load_labelled,
+                                        lovasz_softmax, parsing_loss, update_average)
 from fewshot_core.parsing.train import main as train_main
 from fewshot_core.parsing.network import read_parser_metadata
 from fewshot_core.structure import StructureMapper
@@ -209,6 +210,28 @@ def test_loss_ignores_unlabelled_pixels():
     c, _ = parsing_loss(logits + 3 * torch.nn.functional.one_hot(target.clamp(max=11), NUM_CLASSES)
                         .permute(0, 3, 1, 2), target)
     assert float(c) < float(a)
+
+
+def test_lovasz_term_equals_one_minus_iou_for_hard_predictions():
+    """At a one-hot prediction the Lovasz extension is exactly the Jaccard loss; soft ones sit between."""
+    gen = torch.Generator().manual_seed(3)
+    target = torch.randint(0, 4, (2, 24, 24), generator=gen)
+    target[0, :2] = IGNORE_INDEX
+    pred = target.clone().clamp(max=NUM_CLASSES - 1)
+    pred[:, 10:14] = torch.randint(0, 5, (2, 4, 24), generator=gen)   # a band of wrong guesses
+    probs = torch.nn.functional.one_hot(pred, NUM_CLASSES).permute(0, 3, 1, 2).float()
+    iou = iou_from_confusion(confusion(pred, target))
+    expected = float((1 - iou[1:4]).mean())                           # classes 1..3 are in the reference
+    assert abs(float(lovasz_softmax(probs, target)) - expected) < 1e-6
+    assert expected > 0.05
+    perfect = torch.nn.functional.one_hot(target.clamp(min=0, max=NUM_CLASSES - 1), NUM_CLASSES)
+    assert float(lovasz_softmax(perfect.permute(0, 3, 1, 2).float(), target)) < 1e-6
+    soft = torch.softmax(torch.log(probs * 0.9 + 0.1 / NUM_CLASSES), 1).requires_grad_(True)
+    value = lovasz_softmax(soft, target)
+    value.backward()
+    assert 0 < float(value.detach()) and float(soft.grad.abs().sum()) > 0
+    total, parts = parsing_loss(torch.log(soft.detach()), target, lovasz_weight=2.0)
+    assert "lovasz" in parts and float(total) > parts["ce"] + 2.0 * parts["lovasz"] - 1e-4
 
 
 def _write_shard(folder, name, n, heldout, found, rows_in_labels=None):

@@ -12,6 +12,7 @@ Why the augmentations: at inference the crops come from MTCNN's 5 landmarks,
 which are a few pixels off MediaPipe's idea of the face, and from photos of any
 quality; so every batch is randomly shifted, rotated and scaled a little,
 flipped (left/right classes swapped; `--flip 0` keeps MediaPipe's own asymmetries), colour-jittered and sometimes blurred.
+The loss is cross-entropy plus Dice; `--lovasz W` adds the Lovasz-softmax IoU surrogate, for fine-tuning.
 Runs are seeded per step (epoch order and augmentation draws), so a resumed run
 continues exactly where it stopped. Prints losses; the last line is JSON.
 """
@@ -178,8 +179,43 @@ def class_weights(freq: Tensor, power: float, cap: float = 10.0) -> Tensor:
     return w.clamp(1 / cap, cap)
 
 
+def lovasz_softmax(probs: Tensor, target: Tensor, tail_error: float = 0.01) -> Tensor:
+    """Lovasz-softmax (Berman et al., 2018) over the batch's pixels: a convex surrogate of 1 - IoU per class,
+    averaged over the non-background classes present; IGNORE_INDEX pixels are skipped.
+
+    Why beside Dice: Dice rewards overlap smoothly but not the way the IoU counts each pixel, so a parser
+    trained on it needs its class borders recalibrated afterwards; the Lovasz extension is exact for hard
+    predictions, so the border it moves towards is the one mean IoU pays for. Batch-wide, like the metric.
+    """
+    c = probs.shape[1]
+    flat = probs.permute(0, 2, 3, 1).reshape(-1, c)
+    labels = target.reshape(-1)
+    keep = labels != IGNORE_INDEX
+    flat, labels = flat[keep], labels[keep]
+    losses = []
+    for k in range(1, c):
+        fg = (labels == k).to(flat.dtype)
+        total = fg.sum()
+        if total == 0:
+            continue
+        errors = (fg - flat[:, k]).abs()
+        # Only the sorted head matters: the prefix counts stay exact with `total` taken over all pixels, and the
+        # dropped tail adds at most tail_error * 1 (its weights sum to under 1). Sorting every pixel of a batch
+        # would cost more than the forward and backward passes together.
+        head = errors > tail_error
+        errors, order = torch.sort(errors[head], descending=True)
+        fg_sorted = fg[head][order]
+        jaccard = 1 - (total - fg_sorted.cumsum(0)) / (total + (1 - fg_sorted).cumsum(0))
+        grad = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+        if len(errors):
+            losses.append(torch.dot(errors, grad))
+        else:
+            losses.append(flat.new_zeros(()))
+    return torch.stack(losses).mean() if losses else probs.new_zeros(())
+
+
 def parsing_loss(logits: Tensor, target: Tensor, dice_weight: float = 0.5,
-                 weights: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+                 weights: Tensor | None = None, lovasz_weight: float = 0.0) -> tuple[Tensor, dict[str, float]]:
     """Cross-entropy (IGNORE_INDEX skipped, optionally class-weighted) + soft Dice over the non-background
     classes present in the batch.
 
@@ -195,7 +231,13 @@ def parsing_loss(logits: Tensor, target: Tensor, dice_weight: float = 0.5,
     present = onehot.sum((0, 2, 3))[1:] > 0
     dice = 1 - (2 * inter + 1) / (sums + 1)
     dice = dice[present].mean() if bool(present.any()) else logits.new_zeros(())
-    return ce + dice_weight * dice, {"ce": float(ce.detach()), "dice": float(dice.detach())}
+    total = ce + dice_weight * dice
+    parts = {"ce": float(ce.detach()), "dice": float(dice.detach())}
+    if lovasz_weight:
+        lovasz = lovasz_softmax(torch.softmax(logits, 1), target)
+        total = total + lovasz_weight * lovasz
+        parts["lovasz"] = float(lovasz.detach())
+    return total, parts
 
 
 def confusion(pred: Tensor, target: Tensor, n: int = NUM_CLASSES) -> Tensor:
@@ -296,7 +338,8 @@ def train(args: argparse.Namespace) -> dict:
                  "dice": args.dice, "class_weight_power": args.class_weight_power,
                  "init": str(args.init), "aug_strength": args.aug_strength, "blur": args.blur,
                  **({"ema": args.ema} if args.ema > 0 else {}),
-                 **({"flip": args.flip} if args.flip != 0.5 else {})}
+                 **({"flip": args.flip} if args.flip != 0.5 else {}),
+                 **({"lovasz": args.lovasz} if args.lovasz else {})}
     step = 0
     if ckpt_path.is_file() and not args.fresh:
         ckpt = torch.load(ckpt_path, weights_only=True, map_location=device)
@@ -336,7 +379,7 @@ def train(args: argparse.Namespace) -> dict:
         maps = maps.to(device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, args.lr, args.warmup)
-        loss, parts = parsing_loss(model(crops), maps, args.dice, weights)
+        loss, parts = parsing_loss(model(crops), maps, args.dice, weights, args.lovasz)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -379,7 +422,8 @@ def train(args: argparse.Namespace) -> dict:
                                    | {"seed": args.seed, "lr": args.lr, "dice": args.dice,
                                       "class_weight_power": args.class_weight_power,
                                       "init": str(args.init), "aug_strength": args.aug_strength,
-                                      "blur": args.blur, "ema": args.ema, "flip": args.flip})}
+                                      "blur": args.blur, "ema": args.ema, "flip": args.flip,
+                                      "lovasz": args.lovasz})}
     if args.init is not None:
         meta["init_training"] = read_parser_metadata(args.init).get("training", "")
     save_parser(model, args.out, dtype=torch.float16, extra_metadata=meta)
@@ -398,6 +442,8 @@ def build_argparser() -> argparse.ArgumentParser:
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--dice", type=float, default=1.0, help="weight of the Dice term (0 = cross-entropy only)")
+    ap.add_argument("--lovasz", type=float, default=0.0,
+                    help="weight of the Lovasz-softmax term, an IoU surrogate (0 = off; for fine-tuning)")
     ap.add_argument("--class-weight-power", type=float, default=0.5,
                     help="cross-entropy class weights (freq/median)^-power, clipped to [0.1, 10]; 0 = unweighted")
     ap.add_argument("--widths", type=int, nargs=4, default=list(ParserConfig().widths))
