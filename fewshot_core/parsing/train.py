@@ -207,10 +207,7 @@ def lovasz_softmax(probs: Tensor, target: Tensor, tail_error: float = 0.01) -> T
         fg_sorted = fg[head][order]
         jaccard = 1 - (total - fg_sorted.cumsum(0)) / (total + (1 - fg_sorted).cumsum(0))
         grad = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
-        if len(errors):
-            losses.append(torch.dot(errors, grad))
-        else:
-            losses.append(flat.new_zeros(()))
+        losses.append(torch.dot(errors, grad))   # an empty head (all pixels within tail_error) gives 0
     return torch.stack(losses).mean() if losses else probs.new_zeros(())
 
 
@@ -234,7 +231,7 @@ def parsing_loss(logits: Tensor, target: Tensor, dice_weight: float = 0.5,
     total = ce + dice_weight * dice
     parts = {"ce": float(ce.detach()), "dice": float(dice.detach())}
     if lovasz_weight:
-        lovasz = lovasz_softmax(torch.softmax(logits, 1), target)
+        lovasz = lovasz_softmax(probs, target)   # Dice's probabilities: the ignored pixels it zeroes are dropped
         total = total + lovasz_weight * lovasz
         parts["lovasz"] = float(lovasz.detach())
     return total, parts
