@@ -11,7 +11,8 @@ rows with `heldout` False and a face found by MediaPipe are trained on.
 Why the augmentations: at inference the crops come from MTCNN's 5 landmarks,
 which are a few pixels off MediaPipe's idea of the face, and from photos of any
 quality; so every batch is randomly shifted, rotated and scaled a little,
-flipped (left/right classes swapped; `--flip 0` keeps MediaPipe's own asymmetries), colour-jittered and sometimes blurred.
+flipped (left/right classes swapped; `--flip 0` keeps MediaPipe's own asymmetries),
+colour-jittered and sometimes blurred.
 The loss is cross-entropy plus Dice; `--lovasz W` adds the Lovasz-softmax IoU surrogate, for fine-tuning.
 Runs are seeded per step (epoch order and augmentation draws), so a resumed run
 continues exactly where it stopped. Prints losses; the last line is JSON.
@@ -214,7 +215,7 @@ def lovasz_softmax(probs: Tensor, target: Tensor, tail_error: float = 0.01) -> T
 def parsing_loss(logits: Tensor, target: Tensor, dice_weight: float = 0.5,
                  weights: Tensor | None = None, lovasz_weight: float = 0.0) -> tuple[Tensor, dict[str, float]]:
     """Cross-entropy (IGNORE_INDEX skipped, optionally class-weighted) + soft Dice over the non-background
-    classes present in the batch.
+    classes present in the batch, + `lovasz_weight` times `lovasz_softmax` when it is not 0.
 
     Dice weighs each class equally whatever its area, which is what mean IoU rewards:
     without it the irises (~0.1% of pixels) are learnt last and blurriest.
