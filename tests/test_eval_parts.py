@@ -89,6 +89,18 @@ def test_identity_of_lfw_and_celeba_paths():
         split.identity_of("/tmp/somewhere/else.jpg")
 
 
+
+def test_a_missing_data_folder_is_named_with_its_fix(tmp_path):
+    """The evaluation and data preparation stop with the folder and the fix, not a traceback from a listdir."""
+    from fewshot_core.eval.protocol import heldout_photos
+    from fewshot_core.train.prepare import list_dataset
+    with pytest.raises(split.DataSplitError, match=r"No face data at .*FEWSHOT_DATA_DIR"):
+        heldout_photos(tmp_path / "nowhere")
+    (tmp_path / "lfw").mkdir()
+    with pytest.raises(split.DataSplitError, match=r"No celeba299 photos: .*images is not a folder.*--data"):
+        list_dataset(tmp_path, "celeba299")
+    assert list_dataset(tmp_path, "lfw") == []
+
 # --- dlib recogniser -----------------------------------------------------------
 
 def _lfw_pairs(kind: str, n: int) -> list[tuple[tuple[str, int], tuple[str, int]]]:

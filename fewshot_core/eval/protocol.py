@@ -71,7 +71,7 @@ def heldout_photos(root: Path | None = None, limit_identities: int | None = None
     `limit_identities` keeps only the first N identities in rank order (tests only:
     retrieval is then among those N, not all held-out identities).
     """
-    root = Path(root or split.default_data_root())
+    root = split.check_data_root(root or split.default_data_root())
     held = split.load_heldout()
     out: dict[str, list[Path]] = {}
     for d in sorted((root / "lfw").iterdir()):

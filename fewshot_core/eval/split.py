@@ -71,17 +71,18 @@ def _read_lines(path: Path) -> list[str]:
     return [ln for ln in lines if ln and not ln.startswith("#")]
 
 
-def _check_root(root: Path) -> Path:
+def check_data_root(root: Path) -> Path:
+    """`root` itself, once it is known to hold the shared face data; else a DataSplitError with the fix."""
     root = Path(root)
     if not (root / "lfw").is_dir() or not (root / "celeba299" / "identities.csv").is_file():
-        raise DataSplitError(f"No face data at {root} (expected lfw/ and celeba299/identities.csv); "
-                             "set FEWSHOT_DATA_DIR to the shared data folder.")
+        raise DataSplitError(f"No face data at {root} (expected lfw/ and celeba299/identities.csv). Fix: pass "
+                             "--data DIR or set FEWSHOT_DATA_DIR to the shared data folder.")
     return root
 
 
 def lfw_photo_counts(root: Path) -> dict[str, int]:
     """`lfw/NAME` -> number of photos."""
-    lfw = _check_root(root) / "lfw"
+    lfw = check_data_root(root) / "lfw"
     return {f"lfw/{d.name}": sum(1 for f in d.iterdir() if f.suffix.lower() == ".jpg")
             for d in sorted(lfw.iterdir()) if d.is_dir()}
 
@@ -99,14 +100,14 @@ def celeba_identity_table(celeba_dir: str) -> dict[str, str]:
 def celeba_photo_counts(root: Path) -> dict[str, int]:
     """`celeba/ID` -> number of photos."""
     counts: dict[str, int] = defaultdict(int)
-    for ident in celeba_identity_table(str(_check_root(root) / "celeba299")).values():
+    for ident in celeba_identity_table(str(check_data_root(root) / "celeba299")).values():
         counts[ident] += 1
     return dict(counts)
 
 
 def generate_heldout(root: Path | None = None) -> list[str]:
     """Recompute the held-out identity list from the data (sorted)."""
-    root = _check_root(root or default_data_root())
+    root = check_data_root(root or default_data_root())
     out: list[str] = []
     for counts in (lfw_photo_counts(root), celeba_photo_counts(root)):
         eligible = [i for i, n in counts.items() if n >= MIN_PHOTOS]
@@ -171,7 +172,7 @@ def is_heldout(path: str | os.PathLike[str]) -> bool:
 
 def list_photos(root: Path | None = None) -> list[Path]:
     """Every photo of lfw, celeba299 and utkface under `root` (sorted)."""
-    root = _check_root(root or default_data_root())
+    root = check_data_root(root or default_data_root())
     photos = sorted((root / "lfw").glob("*/*.jpg"))
     photos += sorted((root / "celeba299" / "images").glob("*.jpg"))
     photos += sorted((root / "utkface" / "images").glob("*.jpg"))
@@ -210,7 +211,7 @@ def write_split_files(root: Path | None = None) -> None:
 
 def summary(root: Path | None = None) -> dict[str, dict[str, int]]:
     """Identity and photo counts per dataset and side, for reports."""
-    root = _check_root(root or default_data_root())
+    root = check_data_root(root or default_data_root())
     out: dict[str, dict[str, int]] = {}
     held = load_heldout()
     for name, counts in (("lfw", lfw_photo_counts(root)), ("celeba", celeba_photo_counts(root))):

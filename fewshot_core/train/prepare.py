@@ -20,7 +20,8 @@ import torch
 from ..align import SWAP_TEMPLATE, estimate_similarity, template_pixels, transform_points, warp_to_crop
 from ..detect import FaceDetections, FaceDetector
 from ..embed import FaceEmbedder
-from ..eval.split import default_data_root, identity_of, is_heldout
+from ..errors import FewShotError
+from ..eval.split import DataSplitError, default_data_root, identity_of, is_heldout
 from ..imageio import load_image
 from ..models import require_part
 from ..paths import cache_root
@@ -35,10 +36,12 @@ def prepared_dir(resolution: int) -> Path:
 
 
 def list_dataset(root: Path, dataset: str) -> list[Path]:
-    """All photos of one dataset in a stable order."""
-    if dataset == "lfw":
-        return sorted((root / "lfw").glob("*/*.jpg"))
-    return sorted((root / dataset / "images").glob("*.jpg"))
+    """All photos of one dataset in a stable order; a DataSplitError where its folder is missing."""
+    folder = root / "lfw" if dataset == "lfw" else root / dataset / "images"
+    if not folder.is_dir():
+        raise DataSplitError(f"No {dataset} photos: {folder} is not a folder. Fix: pass --data DIR or set "
+                             "FEWSHOT_DATA_DIR to the shared data folder (it holds lfw/, celeba299/, utkface/).")
+    return sorted(folder.glob("*/*.jpg" if dataset == "lfw" else "*.jpg"))
 
 
 def central_face(dets: FaceDetections, height: int, width: int) -> int | None:
@@ -162,7 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.time()
-    summary = prepare(args.data or default_data_root(), args.resolution, tuple(args.datasets), args.limit, args.out)
+    try:
+        summary = prepare(args.data or default_data_root(), args.resolution, tuple(args.datasets), args.limit,
+                          args.out)
+    except FewShotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     summary["seconds"] = round(time.time() - started)
     print(json.dumps(summary))
     return 0
