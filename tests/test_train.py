@@ -278,6 +278,31 @@ def test_landmark_loss_uses_a_frozen_judge(labelled, tmp_path):
     assert float(rows[-1]["landmarks"]) > 0
 
 
+
+def test_extra_landmark_judges_all_judge_every_step(labelled, tmp_path):
+    """landmark_judges_extra: every judge sees the source and the output each step; a missing file is named."""
+    from fewshot_core.errors import ModelFileMissingError
+    from fewshot_core.parsing.mapper import default_parser_path
+    from fewshot_core.train.landmark_judge import LandmarkJudge
+
+    first = LandmarkJudge.from_parser(default_parser_path()).save(tmp_path / "a.safetensors")
+    second = LandmarkJudge.from_parser(default_parser_path()).save(tmp_path / "b.safetensors")
+    cfg = TrainConfig.load("cpu_smoke", {"structure": "parser", "steps": 1, "w_landmarks": 10.0,
+                                         "landmark_judge": str(first), "landmark_judges_extra": [str(second)]})
+    trainer = Trainer(cfg, labelled, tmp_path / "run")
+    assert len(trainer.judges) == 2 and trainer.judge is trainer.judges[0]
+    assert not any(p.requires_grad for judge in trainer.judges for p in judge.parameters())
+    calls = [0, 0]
+    for i, judge in enumerate(trainer.judges):
+        judge.register_forward_hook(lambda module, args, out, i=i: calls.__setitem__(i, calls[i] + 1))
+    losses = trainer.train()
+    assert np.isfinite(losses["landmarks"]) and losses["landmarks"] > 0
+    assert calls == [2, 2], "each judge places the source's points and the output's"
+    missing = TrainConfig.load("cpu_smoke", {"w_landmarks": 1.0, "landmark_judge": str(first),
+                                             "landmark_judges_extra": [str(tmp_path / "gone.safetensors")]})
+    with pytest.raises(ModelFileMissingError, match="gone.safetensors"):
+        Trainer(missing, labelled, tmp_path / "run_missing")
+
 def test_discriminator_warmup_freezes_the_generator_then_hands_over(prepared, tmp_path):
     """d_warmup_steps: the first steps move only the discriminator; later steps train both."""
     data, _ = prepared

@@ -49,6 +49,9 @@ class TrainConfig:
     # them, after a similarity fit: the expression figure's own formula, made differentiable.
     w_landmarks: float = 0.0
     landmark_judge: str | None = None  # judge file; None: `landmark_judge.default_judge_path(resolution)`
+    # More judges (files), trained apart: the loss averages over all of them. A pattern that moves one judge's
+    # points without moving the geometry rarely moves a second judge's the same way; geometry moves them all.
+    landmark_judges_extra: list[str] = field(default_factory=list)
     # Show the judge source and output through a 3x3 low-pass, so the landmark loss moves geometry, not texture.
     landmark_lowpass: bool = False
     # Show the judge source and output through the same random small similarity (shift, scale, rotation) each

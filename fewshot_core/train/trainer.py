@@ -91,9 +91,11 @@ class Trainer:
         self.parser = None
         if cfg.w_struct > 0:  # frozen judge of the cross outputs' structure (gradients flow to its input only)
             self.parser = load_parser(default_parser_path(), self.device).eval().requires_grad_(False)
-        self.judge = None
+        self.judges: list = []
         if cfg.w_landmarks > 0:  # frozen, like the parser: gradients flow to the cross outputs only
-            self.judge = load_judge(cfg.landmark_judge or default_judge_path(cfg.resolution), self.device)
+            paths = [cfg.landmark_judge or default_judge_path(cfg.resolution), *cfg.landmark_judges_extra]
+            self.judges = [load_judge(path, self.device) for path in paths]
+        self.judge = self.judges[0] if self.judges else None
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas)
         self.step = 0
@@ -264,18 +266,22 @@ class Trainer:
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
                 logits = self.parser(comp[n_rec:])
             losses["struct"] = structure_loss(logits.float(), batch.class_maps[n_rec:], cfg.struct_balance)
-        if self.judge is not None and n_cross:
-            # dlib-style landmarks of the cross output against the source's own, similarity-aligned.
+        if self.judges and n_cross:
+            # dlib-style landmarks of the cross output against the source's own, similarity-aligned; the mean
+            # over the judges, each comparing the output with the source as it itself places them.
             source_view, output_view = x[n_rec:], comp[n_rec:]
             if cfg.landmark_jitter:
                 source_view, output_view = paired_jitter(source_view, output_view, self.torch_rng)
             if cfg.landmark_lowpass:
                 source_view, output_view = blur3(source_view), blur3(output_view)
-            with torch.no_grad():
-                source_points = self.judge(source_view)
-            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
-                output_points = self.judge(output_view)
-            losses["landmarks"] = similarity_aligned_error(output_points.float(), source_points.float()).mean()
+            errors = []
+            for judge in self.judges:
+                with torch.no_grad():
+                    source_points = judge(source_view)
+                with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
+                    output_points = judge(output_view)
+                errors.append(similarity_aligned_error(output_points.float(), source_points.float()).mean())
+            losses["landmarks"] = torch.stack(errors).mean()
         if cfg.w_cycle > 0 and n_cross:
             back, _ = self.generate(comp[n_rec:], structure[n_rec:], batch.own_embedding[n_rec:])
             losses["cycle"] = ((back - x[n_rec:]).abs() * (0.2 + face[n_rec:])).mean()
