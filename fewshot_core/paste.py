@@ -180,6 +180,18 @@ def paste_back(frames: Tensor, crops: Tensor, crop_masks: Tensor, M: Tensor,
     return out, full_mask
 
 
+def photo_detail(frames: Tensor, crops: Tensor, crop_masks: Tensor, M: Tensor, feather_px: float) -> Tensor:
+    """The frames' fine detail that their crops cannot hold, inside the pasted mask [B,3,H,W].
+
+    Why: the generator draws at the crop's resolution, so a face larger than that in the photo comes back
+    softer than the photo around it (and its edges, brows and lids, blur). Pasting the unchanged crops
+    back through the same warp and mask gives exactly what the crop keeps of the photo; the difference
+    is the detail it lost (grain, sharp edges), zero where the mask is 0 and for faces smaller than the crop.
+    """
+    smooth, _ = paste_back(frames, crops, crop_masks, M, feather_px)
+    return frames - smooth
+
+
 # ----------------------------------------------------------------------------- composite
 def _to_batch(t: Tensor, b: int, name: str) -> Tensor:
     if t.shape[0] == b:

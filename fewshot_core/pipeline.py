@@ -19,7 +19,7 @@ from .generator import FewShotGenerator, GeneratorConfig, degrade_for_inference,
 from .identity import DEFAULT_OUTLIER_THRESHOLD, IdentityEmbedding, average_identity, blend_identity
 from .models import require_part
 from .paste import color_match as match_colours
-from .paste import paste_back
+from .paste import paste_back, photo_detail
 from .structure import LandmarkStructureMapper, StructureMapper
 from .structure_lock import apply_warp, fit_structure_warp, lock_detail_options
 from .temporal import LandmarkStabiliser
@@ -69,6 +69,7 @@ class SwapSettings:
     structure_lock: float = 1.0  # 0..1: warp the generated parts onto the source's (parser maps; `structure_lock.py`)
     lock_detail: str = "coarse"  # that warp's resolution: a `structure_lock.LOCK_DETAIL` name
     source_detail_px: int = 0  # the source crop reaches the generator at this size (0: the generator's own setting)
+    photo_detail: float = 0.0  # 0..1: lay the source photo's fine detail the crop cannot hold back over the swap
 
 
 class SwapModel:
@@ -179,6 +180,8 @@ class SwapModel:
         settings = settings or SwapSettings()
         if not 0.0 <= settings.structure_lock <= 1.0:
             raise InputShapeError(f"structure_lock must be between 0 (off) and 1, got {settings.structure_lock}.")
+        if not 0.0 <= settings.photo_detail <= 1.0:
+            raise InputShapeError(f"photo_detail must be between 0 (off) and 1, got {settings.photo_detail}.")
         lock_detail_options(settings.lock_detail)  # an unknown name fails here, before any work
         self._source_px(settings)
         images = check_images(images, "source image")
@@ -249,9 +252,13 @@ class SwapModel:
         if settings.color_match:
             generated = match_colours(generated, crops, gen_mask)
         full_mask = torch.zeros_like(frame[:, :1])
+        original = frame
         for i in range(count):
-            frame, mask = paste_back(frame, generated[i:i + 1], gen_mask[i:i + 1], matrices[i:i + 1],
-                                     settings.feather_px)
+            face = (generated[i:i + 1], gen_mask[i:i + 1], matrices[i:i + 1], settings.feather_px)
+            frame, mask = paste_back(frame, *face)
+            if settings.photo_detail > 0:
+                detail = photo_detail(original, crops[i:i + 1], *face[1:])
+                frame = (frame + settings.photo_detail * detail).clamp(0, 1)
             full_mask = torch.maximum(full_mask, mask)
         return frame, full_mask
 

@@ -104,12 +104,13 @@ def load_identity_node(name: str) -> tuple:
 def swap(model: SwapModel, identity: IdentityEmbedding, image: torch.Tensor, faces: str, order: str,
          strength: float, feather: float, color_match: bool, min_face_size: int, chunk_size: int,
          temporal_smoothing: float = 0.0, structure_lock: float = SwapSettings.structure_lock,
-         lock_detail: str = SwapSettings.lock_detail, source_detail_px: int = SwapSettings.source_detail_px) -> tuple:
+         lock_detail: str = SwapSettings.lock_detail, source_detail_px: int = SwapSettings.source_detail_px,
+         photo_detail: float = SwapSettings.photo_detail) -> tuple:
     images = to_core(image, "source image")
     settings = SwapSettings(faces=parse_face_indices(faces), order=order, strength=strength,
                             feather_px=feather, color_match=color_match, min_face_size=min_face_size,
                             temporal_smoothing=temporal_smoothing, structure_lock=structure_lock,
-                            lock_detail=lock_detail, source_detail_px=source_detail_px)
+                            lock_detail=lock_detail, source_detail_px=source_detail_px, photo_detail=photo_detail)
     out, mask = model.swap(images, identity, settings, chunk_size=chunk_size,
                            progress=host.progress_reporter(images.shape[0]), check_interrupt=host.interrupt_check)
     return to_comfy(out), mask[:, 0].cpu()
@@ -196,6 +197,12 @@ SPECS: list[NodeSpec] = [
                   optional=True,
                   tooltip="size the source face reaches the generator at (0: the model's own setting); larger "
                           "keeps more of the source's expression and lighting, smaller lets more identity through"),
+            Param("photo_detail", "FLOAT", default=SwapSettings.photo_detail, min=0.0, max=1.0, step=0.05,
+                  optional=True,
+                  tooltip="lays the source photo's own fine detail (grain, sharp edges, skin texture), which "
+                          "the 128 px generator cannot draw, back over the swapped face, so a large face is as "
+                          "sharp as the photo around it; that detail is partly the source's identity (at 1, about "
+                          "8 points less identity retrieval in our evaluation). 0 off"),
         ],
         outputs=[Out("IMAGE", "image"), Out("MASK", "mask")],
         run=swap,

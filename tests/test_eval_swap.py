@@ -210,8 +210,8 @@ def test_a_given_generator_file_is_evaluated_under_its_own_name(capsys, model_di
     """Plumbing of the 'ours' row only: a random-weight generator's numbers mean nothing."""
     _needs_dlib()
     args = ["--quick", "--pairs", "2", "--targets", "2", "--gallery", "1", "--max-identities", "8",
-            "--generator", str(random_generator_file), "--compare", f"{random_generator_file}:0:fine:24",
-            f"{random_generator_file}:0"]
+            "--generator", str(random_generator_file), "--compare", f"{random_generator_file}:0:::1",
+            f"{random_generator_file}:0:fine:24", f"{random_generator_file}:0"]
     _, summary = _run(capsys, args)
     assert summary["generator"] == random_generator_file.name
     ours = summary["results"]["ours_k5"]
@@ -219,6 +219,8 @@ def test_a_given_generator_file_is_evaluated_under_its_own_name(capsys, model_di
     compared = summary["results"][f"ours_{random_generator_file.stem}_lock0_k5"]  # same pairs, its own row
     assert compared["n"] == 2 and compared["cos_tgt"] == ours["cos_tgt"]  # same weights, and no parser to lock
     assert summary["results"][f"ours_{random_generator_file.stem}_lock0_fine_px24_k5"]["n"] == 2  # settings named
+    with_detail = summary["results"][f"ours_{random_generator_file.stem}_lock0_photo1_k5"]
+    assert with_detail["n"] == 2 and with_detail["cos_tgt"] != ours["cos_tgt"]  # the source's detail went in
 
     from fewshot_core.eval.swap import main
 
@@ -226,6 +228,8 @@ def test_a_given_generator_file_is_evaluated_under_its_own_name(capsys, model_di
     assert "missing.safetensors does not exist" in capsys.readouterr().err
     assert main(args[:-2] + [f"{random_generator_file}:1:ultra"]) == 1
     assert "DETAIL must be one of" in capsys.readouterr().err
+    assert main(args[:-2] + [f"{random_generator_file}:1:::sharp"]) == 1
+    assert "LOCK and PHOTO must be numbers" in capsys.readouterr().err
 
 
 @needs_data

@@ -9,7 +9,7 @@ from kornia.color import rgb_to_lab
 from kornia.geometry.transform import warp_affine
 
 from fewshot_core.errors import InputShapeError
-from fewshot_core.paste import color_match, composite, feather_mask, invert_affine, paste_back
+from fewshot_core.paste import color_match, composite, feather_mask, invert_affine, paste_back, photo_detail
 
 R = 96
 
@@ -66,6 +66,28 @@ def test_pasting_the_warped_original_reproduces_the_frame():
     inside = (mask > 0).expand_as(frames)
     assert int(inside.sum()) > 2000
     assert float((out[inside] - frames[inside]).abs().max()) < 0.02
+
+
+def test_photo_detail_is_what_a_smaller_crop_loses_and_nothing_outside_the_mask():
+    """A crop at half the frame's scale cannot hold the frame's finest texture: the detail is that texture."""
+    torch.manual_seed(0)
+    texture = 0.1 * torch.randn(1, 3, 150, 200)
+    frames = (_smooth_frames(1) + texture).clamp(0, 1)
+    m = _affine((100, 75), 10, 0.5)[None]                     # one crop px spans 2 frame px
+    crops = warp_affine(frames, m, (R, R), align_corners=True)
+    masks = _disc(1, 40)
+    detail = photo_detail(frames, crops, masks, m, feather_px=3.0)
+    _, mask = paste_back(frames, crops, masks, m, 3.0)
+    assert torch.equal(detail[(mask == 0).expand_as(frames)], torch.zeros(int((mask == 0).sum()) * 3))
+    inside = (mask > 0.99).expand_as(frames)
+    # most of the fine texture comes back as detail, and the frame's smooth part does not
+    loss = float((detail[inside] - (frames - _smooth_frames(1))[inside]).pow(2).mean())
+    assert loss < 0.5 * float(texture[inside].pow(2).mean())
+    assert float(detail[inside].pow(2).mean()) > 0.3 * float(texture[inside].pow(2).mean())
+    # at the frame's own scale (one crop px per frame px, no rotation) the crop keeps everything
+    same = _affine((100.5, 75.5), 0, 1.0)[None]                 # whole-pixel shift: sampling is exact
+    assert float(photo_detail(frames, warp_affine(frames, same, (R, R), align_corners=True), masks, same,
+                              3.0).abs().max()) < 1e-4
 
 
 @pytest.mark.parametrize("scale,feather", [(0.25, 3.0), (0.25, 0.0), (2.0, 3.0)])

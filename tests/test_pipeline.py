@@ -122,3 +122,24 @@ def test_source_detail_px_zero_is_the_generators_own_size_and_other_sizes_change
     sharper, _ = model.swap(source, identity, SwapSettings(source_detail_px=32))
     assert torch.equal(own, explicit)
     assert (sharper - own).abs().mean() > 1e-4
+
+
+def _fine_energy(images: torch.Tensor, where: torch.Tensor) -> float:
+    """Mean square of what a 3x3 box blur removes, over `where`: how much fine detail an image has there."""
+    blurred = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(images, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    return float((images - blurred)[where].pow(2).mean())
+
+
+def test_photo_detail_brings_the_sources_fine_detail_back_inside_the_mask_only(model, identity, data_root):
+    source = load_image(lfw_photo("George_W_Bush", 2))
+    plain, mask = model.swap(source, identity, SwapSettings(photo_detail=0.0))
+    detailed, same_mask = model.swap(source, identity, SwapSettings(photo_detail=1.0))
+    assert torch.equal(mask, same_mask)
+    outside = (mask == 0).expand_as(source)
+    assert torch.equal(detailed[outside], source[outside])
+    inside = (mask > 0.5).expand_as(source)
+    assert int(inside.sum()) > 3000
+    fine_src, fine_plain, fine_detailed = (_fine_energy(x, inside) for x in (source, plain, detailed))
+    assert abs(fine_detailed - fine_src) < 0.5 * abs(fine_plain - fine_src)
+    with pytest.raises(InputShapeError, match="photo_detail"):
+        model.swap(source, identity, SwapSettings(photo_detail=1.5))

@@ -162,10 +162,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="the swap's lock_detail setting (default: the pipeline's default)")
     parser.add_argument("--source-detail-px", type=int, default=None,
                         help="the swap's source_detail_px setting (default: the pipeline's default)")
-    parser.add_argument("--compare", nargs="*", default=[], metavar="FILE[:LOCK[:DETAIL[:PX]]]",
-                        help="more generators or settings (structure_lock, lock_detail, source_detail_px) scored on "
-                             "the same pairs as extra rows 'ours STEM lockX DETAIL pxN'; the real photos are "
-                             "analysed once for all")
+    parser.add_argument("--photo-detail", type=float, default=None,
+                        help="the swap's photo_detail setting, 0-1 (default: the pipeline's default)")
+    parser.add_argument("--compare", nargs="*", default=[], metavar="FILE[:LOCK[:DETAIL[:PX[:PHOTO]]]]",
+                        help="more generators or settings (structure_lock, lock_detail, source_detail_px, "
+                             "photo_detail) scored on the same pairs as extra rows 'ours STEM lockX DETAIL pxN "
+                             "photoY'; the real photos are analysed once for all")
     parser.add_argument("--baselines-only", action="store_true", help="do not evaluate a generator")
     parser.add_argument("--fairness", action="store_true", help="add the UTKFace per-race-group table")
     parser.add_argument("--fairness-pairs", type=int, help="1-shot pairs per group (full 40, quick 8)")
@@ -213,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         methods += [compared_method(analyser, spec) for spec in args.compare]
         if generator is not None:  # last: the docs grid shows the last method
             methods.append(OursMethod(analyser, generator, structure_lock=args.structure_lock,
-                                      lock_detail=args.lock_detail, source_detail_px=args.source_detail_px))
+                                      lock_detail=args.lock_detail, source_detail_px=args.source_detail_px,
+                                      photo_detail=args.photo_detail))
         rows, proto, gallery = run_protocol(cfg, analyser, methods)
         fair_rows = run_fairness(cfg, analyser, methods) if args.fairness else None
         t_eval, cpu_eval = time.perf_counter() - wall, time.process_time() - cpu
@@ -262,28 +265,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def compared_method(analyser: Analyser, spec: str) -> OursMethod:
-    """'FILE[:LOCK[:DETAIL[:PX]]]' -> an extra 'ours' row named after the file and the settings it names.
+    """'FILE[:LOCK[:DETAIL[:PX[:PHOTO]]]]' -> an extra 'ours' row named after the file and the settings it names.
 
-    LOCK is a structure_lock value, DETAIL a lock_detail name, PX a source_detail_px; an empty or missing part
-    keeps the pipeline's default (for example 'gen.safetensors:1:fine' or 'gen.safetensors:::24').
+    LOCK is a structure_lock value, DETAIL a lock_detail name, PX a source_detail_px, PHOTO a photo_detail; an
+    empty or missing part keeps the pipeline's default (for example 'gen.safetensors:1:fine' or 'gen.safetensors:::24').
     """
     path, *parts = spec.split(":")
-    if len(parts) > 3:
-        raise FewShotError(f"--compare {spec!r}: expected FILE[:LOCK[:DETAIL[:PX]]], got {len(parts) + 1} parts.")
-    lock, detail, px = (parts + ["", "", ""])[:3]
+    if len(parts) > 4:
+        raise FewShotError(f"--compare {spec!r}: expected FILE[:LOCK[:DETAIL[:PX[:PHOTO]]]], "
+                           f"got {len(parts) + 1} parts.")
+    lock, detail, px, photo = (parts + ["", "", "", ""])[:4]
     try:
         structure_lock = float(lock) if lock else None
         source_px = int(px) if px else None
+        photo_detail = float(photo) if photo else None
     except ValueError:
-        raise FewShotError(f"--compare {spec!r}: LOCK must be a number like 0 or 1 and PX a whole number like 24.")
+        raise FewShotError(f"--compare {spec!r}: LOCK and PHOTO must be numbers like 0 or 1 and PX a whole number "
+                           "like 24.")
     if detail and detail not in LOCK_DETAIL:
         raise FewShotError(f"--compare {spec!r}: DETAIL must be one of {sorted(LOCK_DETAIL)}, got {detail!r}.")
     if not Path(path).is_file():
         raise FewShotError(f"--compare {spec!r}: generator file {path} does not exist.")
     name = f"ours {Path(path).stem}" + (f" lock{structure_lock:g}" if structure_lock is not None else "") + \
-        (f" {detail}" if detail else "") + (f" px{source_px}" if source_px is not None else "")
+        (f" {detail}" if detail else "") + (f" px{source_px}" if source_px is not None else "") + \
+        (f" photo{photo_detail:g}" if photo_detail is not None else "")
     return OursMethod(analyser, Path(path), structure_lock=structure_lock, name=name, lock_detail=detail or None,
-                      source_detail_px=source_px)
+                      source_detail_px=source_px, photo_detail=photo_detail)
 
 
 def _row_key(row: dict) -> str:
