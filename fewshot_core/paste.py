@@ -181,7 +181,7 @@ def paste_back(frames: Tensor, crops: Tensor, crop_masks: Tensor, M: Tensor,
 
 
 def photo_detail(frames: Tensor, crops: Tensor, crop_masks: Tensor, M: Tensor, feather_px: float) -> Tensor:
-    """The frames' fine detail that their crops cannot hold, inside the pasted mask [B,3,H,W].
+    """The frames' fine detail [B,3,H,W] that their crops cannot hold, inside the pasted mask.
 
     Why: the generator draws at the crop's resolution, so a face larger than that in the photo comes back
     softer than the photo around it (and its edges, brows and lids, blur). Pasting the unchanged crops

@@ -254,10 +254,10 @@ class SwapModel:
         full_mask = torch.zeros_like(frame[:, :1])
         original = frame
         for i in range(count):
-            face = (generated[i:i + 1], gen_mask[i:i + 1], matrices[i:i + 1], settings.feather_px)
-            frame, mask = paste_back(frame, *face)
-            if settings.photo_detail > 0:
-                detail = photo_detail(original, crops[i:i + 1], *face[1:])
+            one = slice(i, i + 1)
+            frame, mask = paste_back(frame, generated[one], gen_mask[one], matrices[one], settings.feather_px)
+            if settings.photo_detail > 0:  # what the crop lost of the photo, laid back over this face
+                detail = photo_detail(original, crops[one], gen_mask[one], matrices[one], settings.feather_px)
                 frame = (frame + settings.photo_detail * detail).clamp(0, 1)
             full_mask = torch.maximum(full_mask, mask)
         return frame, full_mask
