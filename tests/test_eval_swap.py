@@ -16,6 +16,7 @@ import pytest
 
 from fewshot_core.eval import protocol as P
 from fewshot_core.eval import report, split
+from fewshot_core.eval.paired import read_per_pair
 
 DATA = split.default_data_root()
 needs_data = pytest.mark.skipif(not (DATA / "lfw").is_dir(), reason=f"shared face data not at {DATA}")
@@ -181,8 +182,14 @@ def _run(capsys, args: list[str]) -> tuple[list[str], dict]:
 @needs_data
 def test_quick_baselines_rank_the_real_target_photo_far_above_no_swap(capsys, tmp_path):
     _needs_dlib()
-    lines, summary = _run(capsys, TINY + ["--baselines-only", "--write-docs", "--docs-dir", str(tmp_path)])
+    per_pair = tmp_path / "pairs.csv"
+    lines, summary = _run(capsys, TINY + ["--baselines-only", "--write-docs", "--docs-dir", str(tmp_path),
+                                          "--per-pair", str(per_pair)])
     res = summary["results"]
+    rows = read_per_pair(per_pair)  # one row per pair for the one swapping method, agreeing with the table
+    assert [r["pair"] for r in rows] == [str(i) for i in range(8)] and {r["method"] for r in rows} == {"classical"}
+    assert sum(r["top1"] == "1" for r in rows) / 8 == res["classical_k5"]["top1"]
+    assert not Path(rows[0]["source"]).is_absolute()  # relative to the data folder: files compare across machines
     assert summary["generator"] is None and not any(k.startswith("ours") for k in res)
     assert "no 'ours' row" in lines[0] and "TEST" in lines[0]
     assert set(res) == {"no_swap", "upper_bound", "classical_k5"} and summary["pairs"] == 8

@@ -2,6 +2,9 @@
 and (when the shipped weights exist) a quality smoke check on real held-out photos."""
 from __future__ import annotations
 
+import copy
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -20,9 +23,10 @@ from fewshot_core.parsing.network import (
     save_parser,
 )
 from fewshot_core.parsing.train import (LabelDataError, augment, confusion, iou_from_confusion, load_labelled,
-                                        lovasz_softmax, parsing_loss, update_average)
+                                        lovasz_softmax, moved_points, parsing_loss, update_average)
 from fewshot_core.parsing.train import main as train_main
 from fewshot_core.parsing.network import read_parser_metadata
+from fewshot_core.parsing.widen import grow_parser
 from fewshot_core.structure import StructureMapper
 
 SMALL = ParserConfig(widths=(8, 16, 16, 32), blocks=(0, 1, 1, 1), full_res=4)
@@ -198,6 +202,44 @@ def test_augment_without_flip_keeps_every_sample_unmirrored():
     torch.testing.assert_close(kept[unmirrored], default[unmirrored])
 
 
+def test_moved_points_follow_the_pixels_grid_sample_moves():
+    side = 64
+    points = torch.tensor([[[20.0, 30.0], [41.5, 17.25], [33.0, 44.0]]])
+    image = torch.zeros(1, 1, side, side)
+    for x, y in points[0].round().long():
+        image[0, 0, y - 1:y + 2, x - 1:x + 2] = 1.0
+    centred = points.round()
+    angle, scale, shift = 0.12, 1.07, torch.tensor([0.09, -0.05])
+    theta = torch.tensor([[[math.cos(angle) / scale, -math.sin(angle) / scale, shift[0]],
+                           [math.sin(angle) / scale, math.cos(angle) / scale, shift[1]]]])
+    moved = moved_points(centred, theta, side)[0]
+    warped = torch.nn.functional.grid_sample(image, torch.nn.functional.affine_grid(theta, [1, 1, side, side],
+                                             align_corners=False), align_corners=False)[0, 0]
+    ys, xs = torch.meshgrid(torch.arange(side).float(), torch.arange(side).float(), indexing="ij")
+    for x, y in moved:  # the centroid of each moved blob is where moved_points says
+        near = warped * (((xs - x) ** 2 + (ys - y) ** 2) < 16)
+        cx, cy = (near * xs).sum() / near.sum(), (near * ys).sum() / near.sum()
+        assert abs(float(cx - x)) < 0.15 and abs(float(cy - y)) < 0.15
+    identity = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+    torch.testing.assert_close(moved_points(points, identity, side), points)
+
+
+def test_augment_with_the_mesh_renders_the_moved_maps_afresh():
+    from tests.test_parsing_render import SIZE, synthetic_face
+    from fewshot_core.parsing.render import render_class_map
+    mesh = torch.from_numpy(synthetic_face()[:, :2]).float()[None].repeat(4, 1, 1)
+    stored = torch.from_numpy(render_class_map(mesh[0].numpy(), SIZE)).long()[None].repeat(4, 1, 1)
+    crops = torch.rand(4, 3, SIZE, SIZE)
+    _, still = augment(crops, stored, torch.Generator().manual_seed(1), strength=0.0, blur_p=0, flip_p=0, mesh=mesh)
+    assert torch.equal(still, stored)  # no movement: MediaPipe's own map, pixel for pixel
+    _, moved = augment(crops, stored, torch.Generator().manual_seed(1), strength=1.0, blur_p=0, flip_p=0, mesh=mesh)
+    _, resampled = augment(crops, stored, torch.Generator().manual_seed(1), strength=1.0, blur_p=0, flip_p=0)
+    assert not torch.equal(moved, stored)
+    # Same draw, same movement: the rendered map is the resampled one up to border pixels.
+    agree = (moved == resampled).float().mean()
+    assert 0.97 < agree < 1.0
+
+
 def test_loss_ignores_unlabelled_pixels():
     target = torch.full((1, 16, 16), IGNORE_INDEX, dtype=torch.long)
     target[0, :8] = CLASS_INDEX["skin"]
@@ -286,6 +328,57 @@ def test_training_with_ema_writes_the_average_and_checkpoints_it(tmp_path):
     assert '"ema": 0.5' in read_parser_metadata(averaged_file)["training"]
     ckpt = torch.load(tmp_path / "run_ema" / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 4 and set(ckpt["average"]) == set(ckpt["model"])
+
+
+@pytest.mark.parametrize("grown", [
+    ParserConfig(widths=(12, 16, 16, 32), blocks=(0, 1, 1, 1), full_res=4),   # the head's inputs move
+    ParserConfig(widths=(8, 24, 20, 40), blocks=(1, 2, 2, 3), full_res=6),    # every part grows
+])
+def test_a_grown_parser_computes_the_same_logits_until_it_trains(grown):
+    old = _random_parser()
+    new = grow_parser(old, grown)
+    assert count_parameters(new) > count_parameters(old)
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(new.eval()(x), old(x), rtol=0, atol=1e-6)
+        train_old, train_new = copy.deepcopy(old).train(), copy.deepcopy(new).train()  # batch statistics
+        torch.testing.assert_close(train_new(x), train_old(x), rtol=0, atol=1e-5)
+    # The new capacity is live: one step's gradient reaches the zero-initialised readers of new channels.
+    new.train()
+    new(x).logsumexp(dim=1).mean().backward()
+    assert new.head[0].weight.grad[:, 8:12].abs().sum() > 0
+
+
+def test_render_labels_needs_landmarks_in_the_labels_and_grow_needs_init(tmp_path, capsys):
+    _write_shard(tmp_path, "lfw_0000", 6, [False] * 6, [True] * 6)  # labels files without 'landmarks'
+    base = ["--labels", str(tmp_path / "labels"), "--out", str(tmp_path / "x.safetensors"), "--steps", "1",
+            "--batch", "2", "--val-faces", "0", "--run-dir", str(tmp_path / "run")]
+    assert train_main(base + ["--render-labels"]) == 1
+    assert "no MediaPipe landmarks" in capsys.readouterr().err
+    assert train_main(base + ["--grow"]) == 1
+    assert "--grow needs --init" in capsys.readouterr().err
+
+
+def test_growing_refuses_to_shrink_with_a_fix():
+    with pytest.raises(WeightsMismatchError, match="can only grow"):
+        grow_parser(_random_parser(), ParserConfig(widths=(4, 16, 16, 32), blocks=(0, 1, 1, 1), full_res=4))
+
+
+def test_training_with_grow_starts_from_the_init_file_in_the_bigger_shape(tmp_path):
+    _write_shard(tmp_path, "lfw_0000", 6, [False] * 6, [True] * 6)
+    init = _tiny_training(tmp_path, "small")
+    out = tmp_path / "grown.safetensors"
+    argv = ["--labels", str(tmp_path / "labels"), "--out", str(out), "--steps", "1", "--batch", "2", "--lr", "0",
+            "--widths", "12", "16", "16", "32", "--blocks", "0", "1", "1", "1", "--head", "4", "--val-faces", "0",
+            "--warmup", "1", "--run-dir", str(tmp_path / "run_grown"), "--init", str(init), "--grow"]
+    assert train_main(argv) == 0
+    grown, small = load_parser(out), load_parser(init)
+    assert grown.config.widths == (12, 16, 16, 32)
+    # lr 0: the weights are the init file's, copied into the leading slices of the bigger tensors.
+    assert torch.equal(grown.stem[0].weight[:8], small.stem[0].weight)
+    assert torch.equal(grown.head[-1].weight, small.head[-1].weight)
+    assert not grown.head[0].weight[:, 8:12].any()
+    assert '"grow": true' in read_parser_metadata(out)["training"]
 
 
 # --- the shipped weights on real held-out photos ---------------------------------------------------

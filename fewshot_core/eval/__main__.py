@@ -1,4 +1,4 @@
-"""`python -m fewshot_core.eval {lfw,detect,bench,parser,swap,temporal} [options]`."""
+"""`python -m fewshot_core.eval {lfw,detect,bench,parser,swap,paired,temporal} [options]`."""
 from __future__ import annotations
 
 import importlib
@@ -10,6 +10,7 @@ COMMANDS = {
     "bench": "fewshot_core.eval.bench",
     "parser": "fewshot_core.eval.parser",
     "swap": "fewshot_core.eval.swap",
+    "paired": "fewshot_core.eval.paired",
     "temporal": "fewshot_core.eval.temporal",
 }
 

@@ -39,6 +39,7 @@ from .analysis import Analyser, Gallery, ParserIrisLocator, Reference, realism_f
 from .evaluator import DlibEvaluator, load_rgb
 from .expression import LANDMARK_REGIONS
 from .methods import ClassicalMethod, OursMethod, SwapMethod, best_shot
+from .paired import write_per_pair
 from .scoring import Score, score_output, summarise
 from .split import default_data_root
 
@@ -65,9 +66,10 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_protocol(cfg: Config, analyser: Analyser,
-                 methods: Sequence[SwapMethod]) -> tuple[list[dict], P.Protocol, Gallery]:
-    """Swap every pair with every method and K; returns the table rows."""
+def run_protocol(cfg: Config, analyser: Analyser, methods: Sequence[SwapMethod],
+                 per_pair: list[dict] | None = None) -> tuple[list[dict], P.Protocol, Gallery]:
+    """Swap every pair with every method and K; returns the table rows (and appends one row per pair,
+    method and K to `per_pair` when given, for paired comparisons: `eval paired`)."""
     photos = P.heldout_photos(cfg.data_root, cfg.max_identities, cfg.seed)
     proto = P.build_protocol(photos, n_pairs=cfg.n_pairs, n_targets=cfg.n_targets, gallery_size=cfg.gallery,
                              shots=max(cfg.ks), seed=cfg.seed, usable=analyser.usable)
@@ -89,8 +91,15 @@ def run_protocol(cfg: Config, analyser: Analyser,
         for method in methods:
             for k in cfg.ks:
                 out, failed = method.output(pair.source, target.shots[:k])
-                scores.setdefault((method.name, k), []).append(
-                    score_output(out, src, gallery, pair.target, src_ref, failed))
+                score = score_output(out, src, gallery, pair.target, src_ref, failed)
+                scores.setdefault((method.name, k), []).append(score)
+                if per_pair is not None:
+                    source = pair.source.relative_to(cfg.data_root) if pair.source.is_relative_to(cfg.data_root) \
+                        else pair.source
+                    per_pair.append({"pair": i, "source": str(source), "target": pair.target,
+                                     "method": method.name, "k": k, "detected": int(score.detected),
+                                     "rank": score.rank, "top1": int(score.rank == 1), "expr": score.expr,
+                                     "pose_deg": score.pose_deg, "gaze": score.gaze})
         if (i + 1) % 25 == 0 or i + 1 == len(proto.pairs):
             _log(f"  {i + 1}/{len(proto.pairs)} pairs, {time.perf_counter() - start:.0f} s")
     rows = [summarise(m, k, s, real) for (m, k), s in scores.items()]
@@ -168,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="more generators or settings (structure_lock, lock_detail, source_detail_px, "
                              "photo_detail) scored on the same pairs as extra rows 'ours STEM lockX DETAIL pxN "
                              "photoY'; the real photos are analysed once for all")
+    parser.add_argument("--per-pair", type=Path, default=None, metavar="CSV",
+                        help="also write one row per pair, method and K (for `python -m fewshot_core.eval paired`)")
     parser.add_argument("--baselines-only", action="store_true", help="do not evaluate a generator")
     parser.add_argument("--fairness", action="store_true", help="add the UTKFace per-race-group table")
     parser.add_argument("--fairness-pairs", type=int, help="1-shot pairs per group (full 40, quick 8)")
@@ -217,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
             methods.append(OursMethod(analyser, generator, structure_lock=args.structure_lock,
                                       lock_detail=args.lock_detail, source_detail_px=args.source_detail_px,
                                       photo_detail=args.photo_detail))
-        rows, proto, gallery = run_protocol(cfg, analyser, methods)
+        per_pair: list[dict] | None = [] if args.per_pair else None
+        rows, proto, gallery = run_protocol(cfg, analyser, methods, per_pair)
+        if per_pair is not None:
+            write_per_pair(args.per_pair, per_pair)
         fair_rows = run_fairness(cfg, analyser, methods) if args.fairness else None
         t_eval, cpu_eval = time.perf_counter() - wall, time.process_time() - cpu
     except FewShotError as exc:

@@ -13,6 +13,9 @@ which are a few pixels off MediaPipe's idea of the face, and from photos of any
 quality; so every batch is randomly shifted, rotated and scaled a little,
 flipped (left/right classes swapped; `--flip 0` keeps MediaPipe's own asymmetries),
 colour-jittered and sometimes blurred.
+With `--render-labels` a moved crop's map is rendered afresh from MediaPipe's moved 478 points rather
+than resampled (exact borders at sub-pixel moves). `--grow` widens or deepens the `--init` parser to the
+`--widths/--blocks/--head` given without changing its outputs (`parsing/widen.py`), then fine-tunes it.
 The loss is cross-entropy plus Dice; `--lovasz W` adds the Lovasz-softmax IoU surrogate, for fine-tuning.
 Runs are seeded per step (epoch order and augmentation draws), so a resumed run
 continues exactly where it stopped. Prints losses; the last line is JSON.
@@ -37,6 +40,8 @@ from ..errors import FewShotError
 from ..paths import cache_root
 from .classes import FLIP_PERMUTATION, IGNORE_INDEX, NUM_CLASSES, PARSE_CLASSES
 from .network import FaceParser, ParserConfig, count_parameters, load_parser, read_parser_metadata, save_parser
+from .render import render_class_maps
+from .widen import grow_parser
 
 DEFAULT_RUN_DIR = cache_root() / "runs" / "parser"
 
@@ -50,13 +55,15 @@ class LabelDataError(FewShotError):
 
 @dataclass
 class LabelledFaces:
-    """Crops uint8 [N,R,R,3], class maps uint8 [N,R,R], iris centres [N,2,2], shard landmarks [N,5,2], paths."""
+    """Crops uint8 [N,R,R,3], class maps uint8 [N,R,R], iris centres [N,2,2], shard landmarks [N,5,2], paths,
+    and MediaPipe's mesh [N,478,2] in crop pixels (the points the maps were rendered from) when loaded."""
 
     crops: np.ndarray
     maps: np.ndarray
     iris: np.ndarray
     landmarks: np.ndarray
     paths: np.ndarray
+    mesh: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.crops)
@@ -70,8 +77,9 @@ def _labels_for(shard: Path, labels_dir: Path) -> Path | None:
 
 
 def load_labelled(labels_dir: Path, shards_dir: Path | None = None, heldout: bool = False,
-                  limit: int | None = None) -> LabelledFaces:
-    """Rows of every labelled shard on one side of the split (`heldout`) where MediaPipe found a face."""
+                  limit: int | None = None, mesh: bool = False) -> LabelledFaces:
+    """Rows of every labelled shard on one side of the split (`heldout`) where MediaPipe found a face
+    (with `mesh`, also MediaPipe's 478 points, x and y, for re-rendering the maps of moved crops)."""
     labels_dir = Path(labels_dir)
     shards_dir = Path(shards_dir) if shards_dir is not None else labels_dir.parent
     shards = sorted(p for p in shards_dir.glob("*.npz") if not p.name.endswith(".tmp.npz"))
@@ -84,6 +92,8 @@ def load_labelled(labels_dir: Path, shards_dir: Path | None = None, heldout: boo
             f"{labels_dir}/SHARD_NAME.npz` for each shard, or pass --shards."
         )
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("crops", "maps", "iris", "landmarks", "paths")}
+    if mesh:
+        parts["mesh"] = []
     total = 0
     for shard_path, labels_path in pairs:
         with np.load(shard_path) as shard, np.load(labels_path) as lab:
@@ -104,6 +114,11 @@ def load_labelled(labels_dir: Path, shards_dir: Path | None = None, heldout: boo
             parts["iris"].append(lab["iris_centres"][idx].astype(np.float32))
             parts["landmarks"].append(shard["landmarks"][idx].astype(np.float32))
             parts["paths"].append(shard["paths"][idx])
+            if mesh:
+                if "landmarks" not in lab.files:
+                    raise LabelDataError(f"{labels_path} holds no MediaPipe landmarks to re-render maps from. Fix: "
+                                         "relabel with tools/labelling, or train without --render-labels.")
+                parts["mesh"].append(lab["landmarks"][idx, :, :2].astype(np.float32))
             total += len(idx)
         if limit is not None and total >= limit:
             break
@@ -119,13 +134,24 @@ _FLIP_LUT = torch.arange(256)
 _FLIP_LUT[:NUM_CLASSES] = torch.tensor(FLIP_PERMUTATION)
 
 
+def moved_points(points: Tensor, theta: Tensor, side: int) -> Tensor:
+    """Where points [B,K,2] (pixel centres at integers) of the input land in `grid_sample`'s output for the
+    output->input affine `theta` [B,2,3] (normalised, align_corners=False)."""
+    norm = (2 * points + 1) / side - 1
+    out = torch.linalg.solve(theta[:, :, :2], (norm - theta[:, None, :, 2]).transpose(1, 2)).transpose(1, 2)
+    return ((out + 1) * side - 1) / 2
+
+
 def augment(crops: Tensor, maps: Tensor, gen: torch.Generator, strength: float = 1.0,
-            blur_p: float = 0.3, flip_p: float = 0.5) -> tuple[Tensor, Tensor]:
+            blur_p: float = 0.3, flip_p: float = 0.5, mesh: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Random geometry (shift/rotate/scale scaled by `strength`, a mirror on a `flip_p` share) on crops
     [B,3,R,R] float and maps [B,R,R] long, then colour, and a down-up resize on a `blur_p` share of the batch.
 
     `flip_p` 0 lets the parser learn MediaPipe's own left/right habits (its maps disagree with their mirror
-    at mIoU 0.79), which a mirrored target averages away; the draw is made either way, so runs stay seeded."""
+    at mIoU 0.79), which a mirrored target averages away; the draw is made either way, so runs stay seeded.
+    With `mesh` [B,478,2] (the points the maps were rendered from), the moved crops' maps are rendered
+    afresh from the moved points instead of resampled: a nearest-resampled map snaps every border to the
+    pixel grid, label noise on 4 px eye openings, while a re-rendered one is exact at sub-pixel shifts."""
     b, _, r, _ = crops.shape
 
     def u(lo: float, hi: float, *shape: int) -> Tensor:
@@ -142,8 +168,12 @@ def augment(crops: Tensor, maps: Tensor, gen: torch.Generator, strength: float =
                          torch.stack([sin * fx, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, [b, 1, r, r], align_corners=False)
     crops = F.grid_sample(crops, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    warped = F.grid_sample(maps[:, None].float(), grid, mode="nearest", padding_mode="reflection",
-                           align_corners=False)[:, 0].long()
+    if mesh is not None:
+        points = moved_points(mesh.float(), theta, r).numpy()
+        warped = torch.from_numpy(render_class_maps(points, r)).long()
+    else:
+        warped = F.grid_sample(maps[:, None].float(), grid, mode="nearest", padding_mode="reflection",
+                               align_corners=False)[:, 0].long()
     flipped = _FLIP_LUT[warped.clamp(0, 255)]
     maps = torch.where(flip[:, None, None], flipped, warped)
 
@@ -274,10 +304,12 @@ def mean_iou(model: FaceParser, faces: LabelledFaces) -> tuple[float, list[float
 # --- training ----------------------------------------------------------------------------------------
 
 
-def _batch(faces: LabelledFaces, idx: np.ndarray) -> tuple[Tensor, Tensor]:
-    crops = torch.from_numpy(faces.crops[np.sort(idx)]).permute(0, 3, 1, 2).float() / 255
-    maps = torch.from_numpy(faces.maps[np.sort(idx)]).long()
-    return crops, maps
+def _batch(faces: LabelledFaces, idx: np.ndarray) -> tuple[Tensor, Tensor, Tensor | None]:
+    rows = np.sort(idx)
+    crops = torch.from_numpy(faces.crops[rows]).permute(0, 3, 1, 2).float() / 255
+    maps = torch.from_numpy(faces.maps[rows]).long()
+    mesh = torch.from_numpy(faces.mesh[rows]) if faces.mesh is not None else None
+    return crops, maps, mesh
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -301,9 +333,11 @@ def update_average(average: FaceParser, model: FaceParser, decay: float) -> None
 
 
 def train(args: argparse.Namespace) -> dict:
+    if args.grow and args.init is None:
+        raise FewShotError("--grow needs --init: the parser file to grow. Fix: add --init weights/parser_128.safetensors.")
     torch.manual_seed(args.seed)
     started = time.time()
-    faces = load_labelled(args.labels, args.shards, heldout=False, limit=args.limit)
+    faces = load_labelled(args.labels, args.shards, heldout=False, limit=args.limit, mesh=args.render_labels)
     val = load_labelled(args.labels, args.shards, heldout=True, limit=args.val_faces) if args.val_faces else None
     n = len(faces)
     steps_per_epoch = n // args.batch
@@ -314,7 +348,9 @@ def train(args: argparse.Namespace) -> dict:
     cfg = ParserConfig(widths=tuple(args.widths), blocks=tuple(args.blocks), full_res=args.head,
                        resolution=int(faces.crops.shape[1]))
     model = FaceParser(cfg)
-    if args.init is not None:  # fine-tune: the architecture comes from the file, not from the flags
+    if args.init is not None and args.grow:  # fine-tune a grown copy: same outputs, the flags' architecture
+        model = grow_parser(load_parser(args.init), cfg, seed=args.seed).train()
+    elif args.init is not None:  # fine-tune: the architecture comes from the file, not from the flags
         model = load_parser(args.init).train()
         cfg = model.config
     freq = class_frequencies(faces.maps)
@@ -334,10 +370,12 @@ def train(args: argparse.Namespace) -> dict:
     signature = {"config": cfg.to_dict(), "train_faces": n, "batch": args.batch, "steps": total,
                  "seed": args.seed, "lr": args.lr,
                  "dice": args.dice, "class_weight_power": args.class_weight_power,
-                 "init": str(args.init), "aug_strength": args.aug_strength, "blur": args.blur,
+                 "init": str(args.init), **({"grow": True} if args.grow else {}),
+                 "aug_strength": args.aug_strength, "blur": args.blur,
                  **({"ema": args.ema} if args.ema > 0 else {}),
                  **({"flip": args.flip} if args.flip != 0.5 else {}),
-                 **({"lovasz": args.lovasz} if args.lovasz else {})}
+                 **({"lovasz": args.lovasz} if args.lovasz else {}),
+                 **({"render_labels": True} if args.render_labels else {})}
     step = 0
     if ckpt_path.is_file() and not args.fresh:
         ckpt = torch.load(ckpt_path, weights_only=True, map_location=device)
@@ -370,9 +408,9 @@ def train(args: argparse.Namespace) -> dict:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed * 1000 + epoch)).numpy()
         idx = order[within * args.batch:(within + 1) * args.batch]
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
-        crops, maps = _batch(faces, idx)
+        crops, maps, mesh = _batch(faces, idx)
         # On the CPU: seeded, so independent of the training device.
-        crops, maps = augment(crops, maps, gen, args.aug_strength, args.blur, args.flip)
+        crops, maps = augment(crops, maps, gen, args.aug_strength, args.blur, args.flip, mesh)
         crops = crops.to(device).contiguous(memory_format=torch.channels_last)  # ~25% faster convolutions on CPU
         maps = maps.to(device)
         for group in opt.param_groups:
@@ -421,7 +459,8 @@ def train(args: argparse.Namespace) -> dict:
                                       "class_weight_power": args.class_weight_power,
                                       "init": str(args.init), "aug_strength": args.aug_strength,
                                       "blur": args.blur, "ema": args.ema, "flip": args.flip,
-                                      "lovasz": args.lovasz})}
+                                      "lovasz": args.lovasz, "grow": args.grow,
+                                      "render_labels": args.render_labels})}
     if args.init is not None:
         meta["init_training"] = read_parser_metadata(args.init).get("training", "")
     save_parser(model, args.out, dtype=torch.float16, extra_metadata=meta)
@@ -448,10 +487,16 @@ def build_argparser() -> argparse.ArgumentParser:
     ap.add_argument("--blocks", type=int, nargs=4, default=list(ParserConfig().blocks))
     ap.add_argument("--head", type=int, default=ParserConfig().full_res, help="head channels per output pixel")
     ap.add_argument("--aug-strength", type=float, default=1.0, help="scale of the shift/rotate/scale jitter")
+    ap.add_argument("--render-labels", action="store_true",
+                    help="render each moved crop's map afresh from MediaPipe's moved points (exact borders) "
+                         "instead of resampling the stored map (needs labels files with 'landmarks')")
     ap.add_argument("--blur", type=float, default=0.3, help="share of each batch blurred by a down-up resize")
     ap.add_argument("--flip", type=float, default=0.5,
                     help="share of each batch mirrored (left/right classes swapped); 0 keeps MediaPipe's asymmetries")
     ap.add_argument("--init", type=Path, default=None, help="start from these parser weights (fine-tune)")
+    ap.add_argument("--grow", action="store_true",
+                    help="with --init: grow that parser to --widths/--blocks/--head first, keeping its outputs "
+                         "(new channels and blocks start switched off; see parsing/widen.py)")
     ap.add_argument("--ema", type=float, default=0.0,
                     help="keep an exponential moving average of the weights with this decay (e.g. 0.998) and "
                          "write it instead of the last weights (0 = off)")

@@ -1,0 +1,138 @@
+"""`python -m fewshot_core.eval paired A.csv B.csv`: is B's difference from A on the same pairs more than noise?
+
+    python -m fewshot_core.eval paired A.csv B.csv [--method-a NAME] [--method-b NAME] [--k 5]
+
+Why: a candidate that loses 4 pairs of 120 (or 10 of 500) against the shipped weights has been
+rejected several times; whether that is a real loss or the pairs' noise is a paired question, since
+both runs swap the very same (source, target) pairs. `eval swap --per-pair FILE` writes one row per
+pair and method; this compares two such files (or two methods of one file):
+
+* top-1: the exact two-sided McNemar test on the discordant pairs (A right and B wrong, or the reverse);
+* expression, pose and gaze: the mean paired difference B - A with a 95 % bootstrap interval over pairs.
+
+The last line is JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import FewShotError
+
+FIELDS = ("pair", "source", "target", "method", "k", "detected", "rank", "top1", "expr", "pose_deg", "gaze")
+NUMERIC = ("expr", "pose_deg", "gaze")
+
+
+def write_per_pair(path: Path, rows: Sequence[dict]) -> Path:
+    """One CSV row per (pair, method, K) with the pair's identity-rank and attribute scores."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in FIELDS})
+    return path
+
+
+def read_per_pair(path: Path) -> list[dict]:
+    if not Path(path).is_file():
+        raise FewShotError(f"per-pair file {path} not found. Fix: write it with "
+                           "`python -m fewshot_core.eval swap ... --per-pair FILE`.")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or set(FIELDS) - set(rows[0]):
+        raise FewShotError(f"{path} is not a per-pair file of `eval swap --per-pair` (columns {list(FIELDS)}).")
+    return rows
+
+
+def mcnemar_exact(a_only: int, b_only: int) -> float:
+    """Two-sided exact McNemar p-value: the discordant pairs as Binomial(n, 1/2)."""
+    n = a_only + b_only
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(0, min(a_only, b_only) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def bootstrap_interval(diff: np.ndarray, draws: int = 10000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile interval of the mean of `diff`, resampling pairs."""
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (draws, len(diff)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def _select(rows: list[dict], method: str | None, k: str, path: Path) -> dict[str, dict]:
+    methods = sorted({r["method"] for r in rows if r["k"] == k})
+    if method is None:
+        ours = [m for m in methods if m.startswith("ours")]
+        if len(ours) != 1:
+            raise FewShotError(f"{path} holds methods {methods} at K={k}; name one with --method-a/--method-b.")
+        method = ours[0]
+    picked = {r["pair"]: r for r in rows if r["method"] == method and r["k"] == k}
+    if not picked:
+        raise FewShotError(f"{path} has no rows for method {method!r} at K={k}; it holds {methods}.")
+    return picked
+
+
+def compare(a: dict[str, dict], b: dict[str, dict]) -> dict:
+    """Paired figures of B against A over the pairs both files hold (same source and target)."""
+    common = sorted(set(a) & set(b), key=int)
+    mismatched = [p for p in common if (a[p]["source"], a[p]["target"]) != (b[p]["source"], b[p]["target"])]
+    if mismatched:
+        raise FewShotError(f"pair {mismatched[0]} swaps other faces in the two files; compare runs made with "
+                           "the same --seed, --pairs and data.")
+    if not common:
+        raise FewShotError("the two files share no pairs; compare runs made with the same --seed and --pairs.")
+    hit_a = np.array([a[p]["top1"] == "1" for p in common])
+    hit_b = np.array([b[p]["top1"] == "1" for p in common])
+    a_only, b_only = int((hit_a & ~hit_b).sum()), int((hit_b & ~hit_a).sum())
+    out: dict = {"pairs": len(common), "top1_a": round(float(hit_a.mean()), 4), "top1_b": round(float(hit_b.mean()), 4),
+                 "a_only": a_only, "b_only": b_only, "mcnemar_p": round(mcnemar_exact(a_only, b_only), 4)}
+    for key in NUMERIC:
+        both = [p for p in common if a[p][key] != "" and b[p][key] != ""]
+        if len(both) < 2:
+            continue
+        diff = np.array([float(b[p][key]) - float(a[p][key]) for p in both])
+        lo, hi = bootstrap_interval(diff)
+        out[key] = {"n": len(both), "a": round(float(np.mean([float(a[p][key]) for p in both])), 5),
+                    "b": round(float(np.mean([float(b[p][key]) for p in both])), 5),
+                    "diff": round(float(diff.mean()), 5), "ci95": [round(lo, 5), round(hi, 5)]}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fewshot_core.eval paired", description=__doc__.splitlines()[0])
+    ap.add_argument("a", type=Path, help="per-pair CSV of the reference (e.g. the shipped weights)")
+    ap.add_argument("b", type=Path, nargs="?", help="per-pair CSV of the candidate (default: A again)")
+    ap.add_argument("--method-a", help="method name in A (default: its only 'ours' method)")
+    ap.add_argument("--method-b", help="method name in B (default: its only 'ours' method)")
+    ap.add_argument("--k", default="5", help="shots (K) to compare")
+    args = ap.parse_args(argv)
+    b_path = args.b or args.a
+    try:
+        a = _select(read_per_pair(args.a), args.method_a, args.k, args.a)
+        b = _select(read_per_pair(b_path), args.method_b, args.k, b_path)
+        result = compare(a, b)
+    except FewShotError as exc:
+        print(f"eval paired: {exc}", file=sys.stderr)
+        return 1
+    print(f"top-1 on {result['pairs']} pairs: A {result['top1_a']:.1%}, B {result['top1_b']:.1%}; "
+          f"A only {result['a_only']}, B only {result['b_only']}, exact McNemar p = {result['mcnemar_p']:.3f}")
+    for key in NUMERIC:
+        if key in result:
+            r = result[key]
+            print(f"{key}: A {r['a']:.5f}, B {r['b']:.5f}, B - A {r['diff']:+.5f} (95% CI {r['ci95'][0]:+.5f} to "
+                  f"{r['ci95'][1]:+.5f})")
+    print(json.dumps({"eval": "paired", "a": str(args.a), "b": str(b_path), "k": args.k, **result}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Paired comparison of two per-pair files (`eval paired`): the exact McNemar test and paired differences."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fewshot_core.eval.paired import FIELDS, compare, main, mcnemar_exact, write_per_pair
+
+
+def test_mcnemar_exact_matches_the_binomial_tail():
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)            # all 6 discordant pairs one way
+    assert mcnemar_exact(3, 3) == 1.0
+    assert mcnemar_exact(2, 8) == pytest.approx(2 * (1 + 10 + 45) / 1024)
+    assert mcnemar_exact(8, 2) == mcnemar_exact(2, 8)               # two-sided
+
+
+def _rows(method: str, hits: list[int], expr: list[float], target: str = "lfw/T") -> list[dict]:
+    return [{"pair": i, "source": f"lfw/S{i}/S{i}_0001.jpg", "target": target, "method": method, "k": 5,
+             "detected": 1, "rank": 1 if h else 7, "top1": h, "expr": e, "pose_deg": 2.0, "gaze": None}
+            for i, (h, e) in enumerate(zip(hits, expr))]
+
+
+def _by_pair(rows: list[dict]) -> dict[str, dict]:
+    return {str(r["pair"]): {k: ("" if r[k] is None else str(r[k])) for k in FIELDS} for r in rows}
+
+
+def test_compare_counts_discordant_pairs_and_the_paired_expression_difference():
+    a = _by_pair(_rows("ours", [1, 1, 1, 0, 1, 0], [0.020, 0.030, 0.025, 0.022, 0.028, 0.024]))
+    b = _by_pair(_rows("ours", [1, 0, 0, 0, 1, 1], [0.019, 0.029, 0.024, 0.021, 0.027, 0.023]))
+    out = compare(a, b)
+    assert (out["pairs"], out["a_only"], out["b_only"]) == (6, 2, 1)
+    assert out["mcnemar_p"] == pytest.approx(1.0)
+    assert out["expr"]["diff"] == pytest.approx(-0.001)
+    assert out["expr"]["ci95"][0] == pytest.approx(-0.001) and out["expr"]["ci95"][1] == pytest.approx(-0.001)
+    assert "gaze" not in out  # no values on either side
+
+
+def test_the_command_compares_two_files_and_refuses_other_pairs(tmp_path, capsys):
+    a, b, other = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "other.csv"
+    write_per_pair(a, _rows("ours", [1] * 10, [0.02] * 10) + _rows("classical", [0] * 10, [0.02] * 10))
+    write_per_pair(b, _rows("ours x lock0", [0] * 10, [0.03] * 10))
+    write_per_pair(other, _rows("ours", [1] * 10, [0.02] * 10, target="lfw/Someone_Else"))
+    assert main([str(a), str(b)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["a_only"], summary["b_only"]) == (10, 0) and summary["mcnemar_p"] < 0.01
+    assert summary["expr"]["diff"] == pytest.approx(0.01)
+    assert main([str(a), "--method-a", "classical", "--method-b", "ours"]) == 0  # two methods of one file
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["b_only"] == 10
+    assert main([str(a), str(other)]) == 1
+    assert "swaps other faces" in capsys.readouterr().err
+    assert main([str(a), str(tmp_path / "missing.csv")]) == 1
+    assert "--per-pair FILE" in capsys.readouterr().err
+    assert main([str(a), str(b), "--method-a", "nope"]) == 1
+    assert "no rows for method 'nope'" in capsys.readouterr().err
