@@ -213,7 +213,7 @@ def test_quick_baselines_rank_the_real_target_photo_far_above_no_swap(capsys, tm
 
 
 @needs_data
-def test_a_given_generator_file_is_evaluated_under_its_own_name(capsys, model_dir, random_generator_file):
+def test_a_given_generator_file_is_evaluated_under_its_own_name(capsys, tmp_path, model_dir, random_generator_file):
     """Plumbing of the 'ours' row only: a random-weight generator's numbers mean nothing."""
     _needs_dlib()
     args = ["--quick", "--pairs", "2", "--targets", "2", "--gallery", "1", "--max-identities", "8",
@@ -237,6 +237,10 @@ def test_a_given_generator_file_is_evaluated_under_its_own_name(capsys, model_di
     assert "DETAIL must be one of" in capsys.readouterr().err
     assert main(args[:-2] + [f"{random_generator_file}:1:::sharp"]) == 1
     assert "LOCK and PHOTO must be numbers" in capsys.readouterr().err
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(args + ["--per-pair", str(blocker / "pairs.csv")]) == 1  # refused before the run, not after
+    assert "cannot write --per-pair" in capsys.readouterr().err
 
 
 @needs_data

@@ -228,7 +228,13 @@ def main(argv: list[str] | None = None) -> int:
             methods.append(OursMethod(analyser, generator, structure_lock=args.structure_lock,
                                       lock_detail=args.lock_detail, source_detail_px=args.source_detail_px,
                                       photo_detail=args.photo_detail))
-        per_pair: list[dict] | None = [] if args.per_pair else None
+        per_pair: list[dict] | None = None
+        if args.per_pair:  # fail now, not after the whole run, when the file cannot be written
+            try:
+                write_per_pair(args.per_pair, [])
+            except OSError as exc:
+                raise FewShotError(f"cannot write --per-pair {args.per_pair}: {exc}. Fix: pass a writable path.")
+            per_pair = []
         rows, proto, gallery = run_protocol(cfg, analyser, methods, per_pair)
         if per_pair is not None:
             write_per_pair(args.per_pair, per_pair)
