@@ -325,6 +325,7 @@ def test_stage_benchmark_times_every_stage_and_each_lock_detail(capsys, model_di
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     stages = ("detect", "align", "embed", "structure", "generate", "structure_lock", "paste_back")
     assert all(summary[f"{s}_ms"] > 0 for s in stages)
-    assert abs(summary["total_ms"] - sum(summary[f"{s}_ms"] for s in stages)) < 0.2
+    # The total is the sum of the stages; each figure is rounded to 0.1 ms on its own (up to 0.05 off each).
+    assert abs(summary["total_ms"] - sum(summary[f"{s}_ms"] for s in stages)) <= 0.05 * (len(stages) + 1) + 1e-6
     others = [k for k in summary if k.startswith("structure_lock_") and k != "structure_lock_ms"]
     assert len(others) == len(LOCK_DETAIL) - 1 and all(summary[k] > 0 for k in others)
