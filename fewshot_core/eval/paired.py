@@ -99,11 +99,11 @@ def compare(a: dict[str, dict], b: dict[str, dict]) -> dict:
         both = [p for p in common if a[p][key] != "" and b[p][key] != ""]
         if len(both) < 2:
             continue
-        diff = np.array([float(b[p][key]) - float(a[p][key]) for p in both])
-        lo, hi = bootstrap_interval(diff)
-        out[key] = {"n": len(both), "a": round(float(np.mean([float(a[p][key]) for p in both])), 5),
-                    "b": round(float(np.mean([float(b[p][key]) for p in both])), 5),
-                    "diff": round(float(diff.mean()), 5), "ci95": [round(lo, 5), round(hi, 5)]}
+        va = np.array([float(a[p][key]) for p in both])
+        vb = np.array([float(b[p][key]) for p in both])
+        lo, hi = bootstrap_interval(vb - va)
+        out[key] = {"n": len(both), "a": round(float(va.mean()), 5), "b": round(float(vb.mean()), 5),
+                    "diff": round(float((vb - va).mean()), 5), "ci95": [round(lo, 5), round(hi, 5)]}
     return out
 
 

@@ -85,6 +85,9 @@ def run_protocol(cfg: Config, analyser: Analyser, methods: Sequence[SwapMethod],
         src = analyser.photo(pair.source)
         src_ref = gallery[pair.source_identity]
         target = proto.targets[pair.target]
+        # Named relative to the data folder, so per-pair files from two machines compare.
+        source_name = str(pair.source.relative_to(cfg.data_root) if pair.source.is_relative_to(cfg.data_root)
+                          else pair.source)
         scores.setdefault(("no swap", None), []).append(score_output(src, src, gallery, pair.target, src_ref))
         scores.setdefault(("upper bound", None), []).append(
             score_output(analyser.photo(target.probe), src, gallery, pair.target, src_ref))
@@ -94,9 +97,7 @@ def run_protocol(cfg: Config, analyser: Analyser, methods: Sequence[SwapMethod],
                 score = score_output(out, src, gallery, pair.target, src_ref, failed)
                 scores.setdefault((method.name, k), []).append(score)
                 if per_pair is not None:
-                    source = pair.source.relative_to(cfg.data_root) if pair.source.is_relative_to(cfg.data_root) \
-                        else pair.source
-                    per_pair.append({"pair": i, "source": str(source), "target": pair.target,
+                    per_pair.append({"pair": i, "source": source_name, "target": pair.target,
                                      "method": method.name, "k": k, "detected": int(score.detected),
                                      "rank": score.rank, "top1": int(score.rank == 1), "expr": score.expr,
                                      "pose_deg": score.pose_deg, "gaze": score.gaze})
