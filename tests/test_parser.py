@@ -414,7 +414,7 @@ def test_shipped_parser_finds_eyes_and_face_on_heldout_photos(data_root, swap_mo
     centres = mapper.iris_centres(aligned.crops)
     # Billy_Crystal_0001 laughs with his eyes nearly shut: MediaPipe's own map of that crop has no eye opening and
     # 4 iris pixels on one side, 0 on the other. So a face needs only a trace of each iris, the four together plenty.
-    for side, name in enumerate(("iris_l", "iris_r")):
+    for name in ("iris_l", "iris_r"):
         assert int((classes == CLASS_INDEX[name]).sum()) >= 24, name
     for b in range(len(people)):
         for side, name in enumerate(("iris_l", "iris_r")):
