@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from fewshot_core.eval.split import default_data_root
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = default_data_root()
+if str(ROOT) not in sys.path:  # `tools/` is not an installed package; plain `pytest` may lack the repo root
+    sys.path.insert(0, str(ROOT))
 
 try:  # the real-host fixtures (ComfyUI server)
     from tests.host.fixtures import *  # noqa: F401,F403

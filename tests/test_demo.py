@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,15 +43,8 @@ def test_both_ways_grid_swaps_each_face(demo_folder, model_dir):
         assert edge < change / 3, f"row {row}: the swap changed the crop's top edge ({edge:.3f})"
 
 
-def _tools_importable() -> None:
-    root = str(Path(__file__).resolve().parents[1])
-    if root not in sys.path:  # `tools/` is not an installed package; plain `pytest` may lack the repo root
-        sys.path.insert(0, root)
-
-
 def test_public_parser_grid_crops_are_faces_the_parser_reads(demo_folder, model_dir):
     """The committed parser grid's crops: the four demo faces aligned like the swap, each parsed as a face."""
-    _tools_importable()
     from tools.labelling.public_grid import public_crops
 
     torch.set_num_threads(2)
@@ -70,7 +61,6 @@ def test_public_parser_grid_crops_are_faces_the_parser_reads(demo_folder, model_
 
 def test_public_parser_grid_against_mediapipe(demo_folder, model_dir, tmp_path, capsys):
     """Runs only where the MediaPipe venv already exists (never builds it in a test)."""
-    _tools_importable()
     from tools.labelling.mediapipe_env import venv_python
     from tools.labelling.public_grid import main
 

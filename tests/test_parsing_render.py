@@ -8,7 +8,6 @@ them for the inner mouth.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -190,9 +189,6 @@ def test_missing_face_gives_ignore_map_and_bad_shapes_raise():
 
 def test_mediapipe_left_right_on_real_faces(tmp_path, data_root: Path):
     """Runs only where the MediaPipe venv already exists (never builds it in a test)."""
-    root = str(Path(__file__).resolve().parents[1])
-    if root not in sys.path:  # `tools/` is not an installed package; plain `pytest` may lack the repo root
-        sys.path.insert(0, root)
     from tools.labelling.label_crops import label
     from tools.labelling.mediapipe_env import venv_python
 
