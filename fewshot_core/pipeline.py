@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Sequence
@@ -17,12 +18,15 @@ from .embed import FaceEmbedder
 from .errors import InputShapeError, ModelFileMissingError, NoFaceError
 from .generator import FewShotGenerator, GeneratorConfig, degrade_for_inference, load_generator
 from .identity import DEFAULT_OUTLIER_THRESHOLD, IdentityEmbedding, average_identity, blend_identity
+from .identity_refine import MAX_REFINE_STEPS, refine_identity_code
 from .models import require_part
 from .paste import color_match as match_colours
 from .paste import paste_back, photo_detail
 from .structure import LandmarkStructureMapper, StructureMapper
 from .structure_lock import apply_warp, fit_structure_warp, lock_detail_options
 from .temporal import LandmarkStabiliser
+
+log = logging.getLogger(__name__)
 
 FaceOrder = Literal["left_to_right", "largest_first"]
 ProgressFn = Callable[[int, int], None]
@@ -67,9 +71,12 @@ class SwapSettings:
     min_face_size: int = 40
     temporal_smoothing: float = 0.0  # 0..1: steadies each face's alignment across the frames of a batch
     structure_lock: float = 1.0  # 0..1: warp the generated parts onto the source's (parser maps; `structure_lock.py`)
-    lock_detail: str = "coarse"  # that warp's resolution: a `structure_lock.LOCK_DETAIL` name
-    source_detail_px: int = 0  # the source crop reaches the generator at this size (0: the generator's own setting)
-    photo_detail: float = 0.0  # 0..1: lay the source photo's fine detail the crop cannot hold back over the swap
+    # The four below were chosen together on the validation pairs (docs/EVALUATION.md, "Identity refinement"):
+    # the source's geometry and detail for expression, the refinement to win back the identity they cost.
+    lock_detail: str = "fine"  # that warp's resolution: a `structure_lock.LOCK_DETAIL` name
+    source_detail_px: int = 20  # the source crop reaches the generator at this size (0: the generator's own setting)
+    photo_detail: float = 1.0  # 0..1: lay the source photo's fine detail the crop cannot hold back over the swap
+    identity_refine_steps: int = 10  # gradient steps on the identity code so the render carries it (`identity_refine.py`)
 
 
 class SwapModel:
@@ -182,6 +189,9 @@ class SwapModel:
             raise InputShapeError(f"structure_lock must be between 0 (off) and 1, got {settings.structure_lock}.")
         if not 0.0 <= settings.photo_detail <= 1.0:
             raise InputShapeError(f"photo_detail must be between 0 (off) and 1, got {settings.photo_detail}.")
+        if not 0 <= settings.identity_refine_steps <= MAX_REFINE_STEPS:
+            raise InputShapeError(f"identity_refine_steps must be between 0 (off) and {MAX_REFINE_STEPS}, "
+                                  f"got {settings.identity_refine_steps}.")
         lock_detail_options(settings.lock_detail)  # an unknown name fails here, before any work
         self._source_px(settings)
         images = check_images(images, "source image")
@@ -204,7 +214,8 @@ class SwapModel:
                 if chosen.boxes.shape[0] == 0:
                     continue
                 any_face = True
-                frame, mask = self._swap_faces(out_chunk[b:b + 1], chosen, identity, settings, config)
+                frame, mask = self._swap_faces(out_chunk[b:b + 1], chosen, identity, settings, config,
+                                               check_interrupt)
                 out_chunk[b:b + 1] = frame
                 mask_chunk[b:b + 1] = torch.maximum(mask_chunk[b:b + 1], mask)
             outputs.append(out_chunk.cpu())
@@ -226,6 +237,7 @@ class SwapModel:
         identity: IdentityEmbedding,
         settings: SwapSettings,
         config: GeneratorConfig,
+        check_interrupt: InterruptFn | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Swap every face of one frame [1, 3, H, W]; faces are pasted one after another."""
         count = faces.landmarks.shape[0]
@@ -242,9 +254,17 @@ class SwapModel:
         else:
             code = target
         degraded = degrade_for_inference(crops, self._source_px(settings))
-        generated, gen_mask = self.generator(
-            degraded.to(self.dtype), structure.to(self.dtype), code.to(self.dtype)
-        )
+        if settings.identity_refine_steps > 0:
+            refined = refine_identity_code(self.generator, self.embedder, degraded, structure, crops,
+                                           landmarks_in_crop, code, settings.identity_refine_steps,
+                                           check_interrupt=check_interrupt)
+            log.info("fewshot-swap: identity refinement, %d steps: FaceNet cosine to the code %s -> %s",
+                     settings.identity_refine_steps, _cosines(refined.cosine_before), _cosines(refined.cosine_after))
+            generated, gen_mask = refined.generated, refined.mask
+        else:
+            generated, gen_mask = self.generator(
+                degraded.to(self.dtype), structure.to(self.dtype), code.to(self.dtype)
+            )
         generated, gen_mask = generated.float(), gen_mask.float()
         if settings.structure_lock > 0 and self.structure.name == "parser":
             generated, gen_mask = self.lock_structure(generated, gen_mask, crops, structure, settings.structure_lock,
@@ -280,6 +300,10 @@ class SwapModel:
         displacement = fit_structure_warp(self.structure(composite).float(), structure.float(),
                                           **lock_detail_options(detail))
         return apply_warp(generated, displacement, strength), apply_warp(gen_mask, displacement, strength)
+
+
+def _cosines(values: torch.Tensor) -> str:
+    return ", ".join(f"{float(v):.3f}" for v in values)
 
 
 def _structure_mapper_for(generator: FewShotGenerator | None, model_dir: Path | None, device) -> StructureMapper:

@@ -10,6 +10,7 @@ import torch
 
 from fewshot_core.errors import InputShapeError, ModelFileMissingError
 from fewshot_core.identity import DEFAULT_OUTLIER_THRESHOLD, IdentityEmbedding, load_identity, save_identity
+from fewshot_core.identity_refine import MAX_REFINE_STEPS
 from fewshot_core.paste import composite
 from fewshot_core.pipeline import SwapModel, SwapSettings, parse_face_indices
 from fewshot_core.structure_lock import LOCK_DETAIL
@@ -105,12 +106,14 @@ def swap(model: SwapModel, identity: IdentityEmbedding, image: torch.Tensor, fac
          strength: float, feather: float, color_match: bool, min_face_size: int, chunk_size: int,
          temporal_smoothing: float = 0.0, structure_lock: float = SwapSettings.structure_lock,
          lock_detail: str = SwapSettings.lock_detail, source_detail_px: int = SwapSettings.source_detail_px,
-         photo_detail: float = SwapSettings.photo_detail) -> tuple:
+         photo_detail: float = SwapSettings.photo_detail,
+         identity_refine_steps: int = SwapSettings.identity_refine_steps) -> tuple:
     images = to_core(image, "source image")
     settings = SwapSettings(faces=parse_face_indices(faces), order=order, strength=strength,
                             feather_px=feather, color_match=color_match, min_face_size=min_face_size,
                             temporal_smoothing=temporal_smoothing, structure_lock=structure_lock,
-                            lock_detail=lock_detail, source_detail_px=source_detail_px, photo_detail=photo_detail)
+                            lock_detail=lock_detail, source_detail_px=source_detail_px, photo_detail=photo_detail,
+                            identity_refine_steps=identity_refine_steps)
     out, mask = model.swap(images, identity, settings, chunk_size=chunk_size,
                            progress=host.progress_reporter(images.shape[0]), check_interrupt=host.interrupt_check)
     return to_comfy(out), mask[:, 0].cpu()
@@ -203,6 +206,11 @@ SPECS: list[NodeSpec] = [
                           "the 128 px generator cannot draw, back over the swapped face, so a large face is as "
                           "sharp as the photo around it; that detail is partly the source's identity (at 1, about "
                           "8 points less identity retrieval in our evaluation). 0 off"),
+            Param("identity_refine_steps", "INT", default=SwapSettings.identity_refine_steps, min=0,
+                  max=MAX_REFINE_STEPS, step=1, optional=True,
+                  tooltip="gradient steps on the identity code so the rendered face carries the target more "
+                          "strongly (the default 10 gives about 12 points more identity retrieval in our "
+                          "evaluation; each step costs about 0.15 s per face on 2 CPU cores). 0 off, for speed"),
         ],
         outputs=[Out("IMAGE", "image"), Out("MASK", "mask")],
         run=swap,

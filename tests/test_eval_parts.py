@@ -319,12 +319,16 @@ def test_stage_benchmark_times_every_stage_and_each_lock_detail(capsys, model_di
     import torch
 
     from fewshot_core.eval.bench import main
+    from fewshot_core.pipeline import SwapSettings
     from fewshot_core.structure_lock import LOCK_DETAIL
 
     assert main(["--size", "256", "--repeats", "1", "--threads", str(torch.get_num_threads())]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    stages = ("detect", "align", "embed", "structure", "generate", "structure_lock", "paste_back")
+    refine = f"identity_refine_{SwapSettings.identity_refine_steps}"  # on by default, so a stage of the total
+    stages = ("detect", "align", "embed", "structure", "generate", refine, "structure_lock", "paste_back",
+              "photo_detail")
     assert all(summary[f"{s}_ms"] > 0 for s in stages)
+    assert summary[f"{refine}_ms"] > summary["generate_ms"]  # a forward and backward pass through two nets per step
     # The total is the sum of the stages; each figure is rounded to 0.1 ms on its own (up to 0.05 off each).
     assert abs(summary["total_ms"] - sum(summary[f"{s}_ms"] for s in stages)) <= 0.05 * (len(stages) + 1) + 1e-6
     others = [k for k in summary if k.startswith("structure_lock_") and k != "structure_lock_ms"]

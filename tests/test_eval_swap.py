@@ -217,8 +217,8 @@ def test_a_given_generator_file_is_evaluated_under_its_own_name(capsys, tmp_path
     """Plumbing of the 'ours' row only: a random-weight generator's numbers mean nothing."""
     _needs_dlib()
     args = ["--quick", "--pairs", "2", "--targets", "2", "--gallery", "1", "--max-identities", "8",
-            "--generator", str(random_generator_file), "--compare", f"{random_generator_file}:0:::1",
-            f"{random_generator_file}:0:fine:24", f"{random_generator_file}:0"]
+            "--generator", str(random_generator_file), "--compare", f"{random_generator_file}:0:::0",
+            f"{random_generator_file}:0:fine:24", f"{random_generator_file}:0::::2", f"{random_generator_file}:0"]
     _, summary = _run(capsys, args)
     assert summary["generator"] == random_generator_file.name
     ours = summary["results"]["ours_k5"]
@@ -226,17 +226,21 @@ def test_a_given_generator_file_is_evaluated_under_its_own_name(capsys, tmp_path
     compared = summary["results"][f"ours_{random_generator_file.stem}_lock0_k5"]  # same pairs, its own row
     assert compared["n"] == 2 and compared["cos_tgt"] == ours["cos_tgt"]  # same weights, and no parser to lock
     assert summary["results"][f"ours_{random_generator_file.stem}_lock0_fine_px24_k5"]["n"] == 2  # settings named
-    with_detail = summary["results"][f"ours_{random_generator_file.stem}_lock0_photo1_k5"]
-    assert with_detail["n"] == 2 and with_detail["cos_tgt"] != ours["cos_tgt"]  # the source's detail went in
+    without_detail = summary["results"][f"ours_{random_generator_file.stem}_lock0_photo0_k5"]
+    assert without_detail["n"] == 2 and without_detail["cos_tgt"] != ours["cos_tgt"]  # photo detail is on by default
+    assert summary["results"][f"ours_{random_generator_file.stem}_lock0_refine2_k5"]["n"] == 2
 
-    from fewshot_core.eval.swap import main
+    from fewshot_core.eval.swap import compared_method, main
 
+    assert compared_method(None, f"{random_generator_file}:0::::2").settings.identity_refine_steps == 2
     assert main(args[:-2] + ["missing.safetensors:1"]) == 1
     assert "missing.safetensors does not exist" in capsys.readouterr().err
     assert main(args[:-2] + [f"{random_generator_file}:1:ultra"]) == 1
     assert "DETAIL must be one of" in capsys.readouterr().err
     assert main(args[:-2] + [f"{random_generator_file}:1:::sharp"]) == 1
     assert "LOCK and PHOTO must be numbers" in capsys.readouterr().err
+    assert main(args[:-2] + [f"{random_generator_file}:1::::many"]) == 1
+    assert "REFINE whole" in capsys.readouterr().err
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     assert main(args + ["--per-pair", str(blocker / "pairs.csv")]) == 1  # refused before the run, not after

@@ -85,7 +85,8 @@ class OursMethod(SwapMethod):
 
     def __init__(self, analyser: Analyser, generator: Path, model_dir: Path | None = None,
                  structure_lock: float | None = None, name: str = "ours", lock_detail: str | None = None,
-                 source_detail_px: int | None = None, photo_detail: float | None = None) -> None:
+                 source_detail_px: int | None = None, photo_detail: float | None = None,
+                 identity_refine_steps: int | None = None) -> None:
         super().__init__(analyser)
         from ..pipeline import SwapModel, SwapSettings
 
@@ -101,6 +102,8 @@ class OursMethod(SwapMethod):
             self.settings.source_detail_px = source_detail_px
         if photo_detail is not None:
             self.settings.photo_detail = photo_detail
+        if identity_refine_steps is not None:
+            self.settings.identity_refine_steps = identity_refine_steps
         self._embeddings: dict[Path, object] = {}
 
     def _embedding(self, shot: Path):

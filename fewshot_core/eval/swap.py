@@ -174,10 +174,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="the swap's source_detail_px setting (default: the pipeline's default)")
     parser.add_argument("--photo-detail", type=float, default=None,
                         help="the swap's photo_detail setting, 0-1 (default: the pipeline's default)")
-    parser.add_argument("--compare", nargs="*", default=[], metavar="FILE[:LOCK[:DETAIL[:PX[:PHOTO]]]]",
+    parser.add_argument("--identity-refine", type=int, default=None, metavar="STEPS",
+                        help="the swap's identity_refine_steps setting (default: the pipeline's default)")
+    parser.add_argument("--compare", nargs="*", default=[], metavar="FILE[:LOCK[:DETAIL[:PX[:PHOTO[:REFINE]]]]]",
                         help="more generators or settings (structure_lock, lock_detail, source_detail_px, "
-                             "photo_detail) scored on the same pairs as extra rows 'ours STEM lockX DETAIL pxN "
-                             "photoY'; the real photos are analysed once for all")
+                             "photo_detail, identity_refine_steps) scored on the same pairs as extra rows "
+                             "'ours STEM lockX DETAIL pxN photoY refineZ'; the real photos are analysed once for all")
     parser.add_argument("--per-pair", type=Path, default=None, metavar="CSV",
                         help="also write one row per pair, method and K (for `python -m fewshot_core.eval paired`)")
     parser.add_argument("--baselines-only", action="store_true", help="do not evaluate a generator")
@@ -228,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         if generator is not None:  # last: the docs grid shows the last method
             methods.append(OursMethod(analyser, generator, structure_lock=args.structure_lock,
                                       lock_detail=args.lock_detail, source_detail_px=args.source_detail_px,
-                                      photo_detail=args.photo_detail))
+                                      photo_detail=args.photo_detail,
+                                      identity_refine_steps=args.identity_refine))
         per_pair: list[dict] | None = None
         if args.per_pair:  # fail now, not after the whole run, when the file cannot be written
             try:
@@ -286,32 +289,35 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def compared_method(analyser: Analyser, spec: str) -> OursMethod:
-    """'FILE[:LOCK[:DETAIL[:PX[:PHOTO]]]]' -> an extra 'ours' row named after the file and the settings it names.
+    """'FILE[:LOCK[:DETAIL[:PX[:PHOTO[:REFINE]]]]]' -> an extra 'ours' row named after the file and its settings.
 
-    LOCK is a structure_lock value, DETAIL a lock_detail name, PX a source_detail_px, PHOTO a photo_detail; an
-    empty or missing part keeps the pipeline's default (for example 'gen.safetensors:1:fine' or 'gen.safetensors:::24').
+    LOCK is a structure_lock value, DETAIL a lock_detail name, PX a source_detail_px, PHOTO a photo_detail,
+    REFINE an identity_refine_steps; an empty or missing part keeps the pipeline's default (for example
+    'gen.safetensors:1:fine', 'gen.safetensors:::24' or 'gen.safetensors:::::10').
     """
     path, *parts = spec.split(":")
-    if len(parts) > 4:
-        raise FewShotError(f"--compare {spec!r}: expected FILE[:LOCK[:DETAIL[:PX[:PHOTO]]]], "
+    if len(parts) > 5:
+        raise FewShotError(f"--compare {spec!r}: expected FILE[:LOCK[:DETAIL[:PX[:PHOTO[:REFINE]]]]], "
                            f"got {len(parts) + 1} parts.")
-    lock, detail, px, photo = (parts + ["", "", "", ""])[:4]
+    lock, detail, px, photo, refine = (parts + [""] * 5)[:5]
     try:
         structure_lock = float(lock) if lock else None
         source_px = int(px) if px else None
         photo_detail = float(photo) if photo else None
+        refine_steps = int(refine) if refine else None
     except ValueError:
-        raise FewShotError(f"--compare {spec!r}: LOCK and PHOTO must be numbers like 0 or 1 and PX a whole number "
-                           "like 24.")
+        raise FewShotError(f"--compare {spec!r}: LOCK and PHOTO must be numbers like 0 or 1, PX and REFINE whole "
+                           "numbers like 24 or 10.")
     if detail and detail not in LOCK_DETAIL:
         raise FewShotError(f"--compare {spec!r}: DETAIL must be one of {sorted(LOCK_DETAIL)}, got {detail!r}.")
     if not Path(path).is_file():
         raise FewShotError(f"--compare {spec!r}: generator file {path} does not exist.")
     name = f"ours {Path(path).stem}" + (f" lock{structure_lock:g}" if structure_lock is not None else "") + \
         (f" {detail}" if detail else "") + (f" px{source_px}" if source_px is not None else "") + \
-        (f" photo{photo_detail:g}" if photo_detail is not None else "")
+        (f" photo{photo_detail:g}" if photo_detail is not None else "") + \
+        (f" refine{refine_steps}" if refine_steps is not None else "")
     return OursMethod(analyser, Path(path), structure_lock=structure_lock, name=name, lock_detail=detail or None,
-                      source_detail_px=source_px, photo_detail=photo_detail)
+                      source_detail_px=source_px, photo_detail=photo_detail, identity_refine_steps=refine_steps)
 
 
 def _row_key(row: dict) -> str:

@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fewshot_core.eval temporal", description=__doc__.splitlines()[0])
     parser.add_argument("--smoothing", default="0,0.25,0.5,0.75,1", help="comma-separated values in 0..1")
     parser.add_argument("--flicker-at", type=float, default=0.5, help="smoothing compared with 0 on swapped frames")
+    parser.add_argument("--identity-refine-steps", type=int, default=SwapSettings.identity_refine_steps,
+                        help="the swap's identity_refine_steps setting in the flicker runs (refined per frame)")
     parser.add_argument("--no-swap", action="store_true", help="landmarks only (no generator runs)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -112,12 +114,14 @@ def main(argv: list[str] | None = None) -> int:
         if model.generator is not None:
             flick = {}
             for value in sorted({0.0, args.flicker_at}):
-                out, mask = model.swap(frames, _identity(model), SwapSettings(temporal_smoothing=value,
-                                                                                order="largest_first", faces=[0]))
+                settings = SwapSettings(temporal_smoothing=value, order="largest_first", faces=[0],
+                                        identity_refine_steps=args.identity_refine_steps)
+                out, mask = model.swap(frames, _identity(model), settings)
                 flick[f"{value:g}"] = flicker(out, mask, offsets)
             print("output flicker (mean |change| 0-255 in the swapped region, pan undone): "
                   + ", ".join(f"smoothing {k}: {v}" for k, v in flick.items()))
             summary["flicker_0_255"] = flick
+            summary["identity_refine_steps"] = args.identity_refine_steps
     except FewShotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
