@@ -258,8 +258,8 @@ class SwapModel:
             refined = refine_identity_code(self.generator, self.embedder, degraded, structure, crops,
                                            landmarks_in_crop, code, settings.identity_refine_steps,
                                            check_interrupt=check_interrupt)
-            log.info("fewshot-swap: identity refinement, %d steps: FaceNet cosine to the code %s -> %s",
-                     settings.identity_refine_steps, _cosines(refined.cosine_before), _cosines(refined.cosine_after))
+            log.debug("fewshot-swap: identity refinement, %d steps: FaceNet cosine to the code %s -> %s",
+                      settings.identity_refine_steps, _cosines(refined.cosine_before), _cosines(refined.cosine_after))
             generated, gen_mask = refined.generated, refined.mask
         else:
             generated, gen_mask = self.generator(
