@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "carries some of the source's identity)")
     parser.add_argument("--identity-refine-steps", type=int, default=SwapSettings.identity_refine_steps,
                         help="gradient steps on the identity code so the rendered face carries the target more "
-                             "strongly (0 off; about 0.15 s per step and face on 2 CPU cores)")
+                             "strongly (0 off; about 0.12 s per step and face on 2 CPU cores)")
     parser.add_argument("--mask-out", type=Path, help="also write the mask of what was replaced")
     parser.add_argument("--grid", type=Path, help="also write a before/after grid with the target photos")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -209,8 +209,8 @@ SPECS: list[NodeSpec] = [
             Param("identity_refine_steps", "INT", default=SwapSettings.identity_refine_steps, min=0,
                   max=MAX_REFINE_STEPS, step=1, optional=True,
                   tooltip="gradient steps on the identity code so the rendered face carries the target more "
-                          "strongly (the default 10 gives about 12 points more identity retrieval in our "
-                          "evaluation; each step costs about 0.15 s per face on 2 CPU cores). 0 off, for speed"),
+                          "strongly (the default 10 gives 10 to 12 points more identity retrieval in our "
+                          "evaluation; each step costs about 0.12 s per face on 2 CPU cores). 0 off, for speed"),
         ],
         outputs=[Out("IMAGE", "image"), Out("MASK", "mask")],
         run=swap,
