@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the swap's source_detail_px setting (default: the pipeline's default)")
     parser.add_argument("--photo-detail", type=float, default=None,
                         help="the swap's photo_detail setting, 0-1 (default: the pipeline's default)")
-    parser.add_argument("--identity-refine", type=int, default=None, metavar="STEPS",
+    parser.add_argument("--identity-refine-steps", type=int, default=None, metavar="STEPS",
                         help="the swap's identity_refine_steps setting (default: the pipeline's default)")
     parser.add_argument("--compare", nargs="*", default=[], metavar="FILE[:LOCK[:DETAIL[:PX[:PHOTO[:REFINE]]]]]",
                         help="more generators or settings (structure_lock, lock_detail, source_detail_px, "
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             methods.append(OursMethod(analyser, generator, structure_lock=args.structure_lock,
                                       lock_detail=args.lock_detail, source_detail_px=args.source_detail_px,
                                       photo_detail=args.photo_detail,
-                                      identity_refine_steps=args.identity_refine))
+                                      identity_refine_steps=args.identity_refine_steps))
         per_pair: list[dict] | None = None
         if args.per_pair:  # fail now, not after the whole run, when the file cannot be written
             try:
