@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--feather", type=float, default=6.0)
     parser.add_argument("--no-color-match", action="store_true")
     parser.add_argument("--temporal-smoothing", type=float, default=0.0,
-                        help="0..1: the sources are frames of one video, in order; steadies each face's alignment")
+                        help="0..1: the sources are frames of one video, in order; steadies each face's alignment "
+                             "and refines its identity on its first frame only")
     parser.add_argument("--structure-lock", type=float, default=SwapSettings.structure_lock,
                         help="0..1: warp the generated parts onto the source's (keeps expression; 0 off)")
     parser.add_argument("--lock-detail", choices=sorted(LOCK_DETAIL), default=SwapSettings.lock_detail,

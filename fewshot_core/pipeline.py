@@ -182,7 +182,8 @@ class SwapModel:
         """Swap the selected faces of every image; returns (images, full-frame masks [B, 1, H, W]).
 
         With `settings.temporal_smoothing` > 0 the images are frames of one video, in order; pass your
-        own `stabiliser` to carry the smoothing across calls (frames read one file at a time).
+        own `stabiliser` to carry the smoothing across calls (frames read one file at a time). Along a
+        video, each tracked face's identity is refined on its first frame only and that code is reused.
         """
         settings = settings or SwapSettings()
         if not 0.0 <= settings.structure_lock <= 1.0:
@@ -209,13 +210,15 @@ class SwapModel:
             out_chunk, mask_chunk = chunk.clone(), torch.zeros_like(chunk[:, :1])
             for b, dets in enumerate(detections):
                 chosen = self._select(dets, settings)
+                memos = None
                 if stabiliser is not None:  # every frame, even a faceless one, which ends the tracks
                     chosen = FaceDetections(chosen.boxes, chosen.scores, stabiliser(chosen.landmarks))
+                    memos = stabiliser.memos()
                 if chosen.boxes.shape[0] == 0:
                     continue
                 any_face = True
                 frame, mask = self._swap_faces(out_chunk[b:b + 1], chosen, identity, settings, config,
-                                               check_interrupt)
+                                               check_interrupt, memos)
                 out_chunk[b:b + 1] = frame
                 mask_chunk[b:b + 1] = torch.maximum(mask_chunk[b:b + 1], mask)
             outputs.append(out_chunk.cpu())
@@ -238,8 +241,11 @@ class SwapModel:
         settings: SwapSettings,
         config: GeneratorConfig,
         check_interrupt: InterruptFn | None = None,
+        memos: list[dict] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Swap every face of one frame [1, 3, H, W]; faces are pasted one after another."""
+        """Swap every face of one frame [1, 3, H, W]; faces are pasted one after another.
+
+        `memos`: one dict per face that lives along its video track (`LandmarkStabiliser.memos`)."""
         count = faces.landmarks.shape[0]
         size = config.resolution
         frames = frame.expand(count, -1, -1, -1)
@@ -254,17 +260,8 @@ class SwapModel:
         else:
             code = target
         degraded = degrade_for_inference(crops, self._source_px(settings))
-        if settings.identity_refine_steps > 0:
-            refined = refine_identity_code(self.generator, self.embedder, degraded, structure, crops,
-                                           landmarks_in_crop, code, settings.identity_refine_steps,
-                                           check_interrupt=check_interrupt)
-            log.debug("fewshot-swap: identity refinement, %d steps: FaceNet cosine to the code %s -> %s",
-                      settings.identity_refine_steps, _cosines(refined.cosine_before), _cosines(refined.cosine_after))
-            generated, gen_mask = refined.generated, refined.mask
-        else:
-            generated, gen_mask = self.generator(
-                degraded.to(self.dtype), structure.to(self.dtype), code.to(self.dtype)
-            )
+        generated, gen_mask = self._render(degraded, structure, crops, landmarks_in_crop, code, target, settings,
+                                           memos, check_interrupt)
         generated, gen_mask = generated.float(), gen_mask.float()
         if settings.structure_lock > 0 and self.structure.name == "parser":
             generated, gen_mask = self.lock_structure(generated, gen_mask, crops, structure, settings.structure_lock,
@@ -282,6 +279,39 @@ class SwapModel:
             full_mask = torch.maximum(full_mask, mask)
         return frame, full_mask
 
+    def _render(self, degraded: torch.Tensor, structure: torch.Tensor, crops: torch.Tensor,
+                landmarks_in_crop: torch.Tensor, code: torch.Tensor, target: torch.Tensor, settings: SwapSettings,
+                memos: list[dict] | None, check_interrupt: InterruptFn | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The generator's face and mask for each crop, with its identity code refined (`identity_refine.py`).
+
+        Why the memos: refined on every frame of a video, the code moves a little from frame to frame and the
+        face flickers with it (docs/BENCHMARKS.md). A face whose track already holds a code refined for the
+        same target, strength and steps reuses it, which also spares the refinement's time on later frames.
+        """
+        steps = settings.identity_refine_steps
+        refined_code = code.clone()
+        todo = list(range(code.shape[0])) if steps > 0 else []
+        key = ("refined_identity_code", steps, float(settings.strength))
+        if memos is not None and todo:
+            for i, memo in enumerate(memos):
+                kept = memo.get(key)
+                if kept is not None and torch.equal(kept[0], target[i]):
+                    refined_code[i] = kept[1]
+                    todo.remove(i)
+        if todo:
+            index = torch.tensor(todo, device=code.device)
+            refined = refine_identity_code(self.generator, self.embedder, degraded[index], structure[index],
+                                           crops[index], landmarks_in_crop[index], code[index], steps,
+                                           check_interrupt=check_interrupt)
+            log.debug("fewshot-swap: identity refinement, %d steps: FaceNet cosine to the code %s -> %s",
+                      steps, _cosines(refined.cosine_before), _cosines(refined.cosine_after))
+            refined_code[index] = refined.code.to(refined_code)
+            if memos is not None:
+                for j, i in enumerate(todo):
+                    memos[i][key] = (target[i].clone(), refined.code[j].clone())
+            if len(todo) == code.shape[0]:  # the refinement rendered every face already
+                return refined.generated, refined.mask
+        return self.generator(degraded.to(self.dtype), structure.to(self.dtype), refined_code.to(self.dtype))
 
     def _source_px(self, settings: SwapSettings) -> int:
         """The size the source crop is degraded to: `settings.source_detail_px`, or the generator's own when 0."""

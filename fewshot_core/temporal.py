@@ -43,6 +43,7 @@ def _eye_distance(landmarks: torch.Tensor) -> torch.Tensor:
 class _Track:
     points: torch.Tensor    # [5, 2] filtered landmarks
     velocity: torch.Tensor  # [5, 2] filtered speed, px per frame
+    memo: dict = field(default_factory=dict)  # what the swap keeps along this face's track (its refined code)
 
 
 @dataclass
@@ -65,20 +66,25 @@ class LandmarkStabiliser:
         """Filtered copy of one frame's landmarks [N, 5, 2] (pixel x, y)."""
         if landmarks.ndim != 3 or landmarks.shape[1:] != (5, 2):
             raise InputShapeError(f"landmarks must have shape [N, 5, 2], got {list(landmarks.shape)}.")
-        if self.smoothing == 0.0:
-            return landmarks
         points = landmarks.detach().float().cpu()
         matches = self._match(points)
         out, tracks = points.clone(), []
         for i, track in enumerate(matches):
             if track is None:
                 track = _Track(points[i].clone(), torch.zeros(5, 2))
+            elif self.smoothing == 0.0:
+                track = _Track(points[i].clone(), torch.zeros(5, 2), track.memo)
             else:
                 track = self._step(track, points[i])
             out[i] = track.points
             tracks.append(track)
         self._tracks = tracks
-        return out.to(landmarks)
+        return landmarks if self.smoothing == 0.0 else out.to(landmarks)
+
+    def memos(self) -> list[dict]:
+        """One dict per face of the last frame, in its order; a face that continues a track gets the same
+        dict as in the frames before, a new face an empty one."""
+        return [track.memo for track in self._tracks]
 
     def _match(self, points: torch.Tensor) -> list[_Track | None]:
         """For each face, the previous frame's track it continues (greedy, nearest first) or None."""
@@ -105,4 +111,4 @@ class LandmarkStabiliser:
         velocity = a_d * velocity + (1 - a_d) * track.velocity
         speed = velocity.norm(dim=-1, keepdim=True) / _eye_distance(observed[None])[0]  # eye distances per frame
         a = _alpha(rest_cutoff(self.smoothing) + _SPEED_GAIN * speed)
-        return _Track(a * observed + (1 - a) * track.points, velocity)
+        return _Track(a * observed + (1 - a) * track.points, velocity, track.memo)

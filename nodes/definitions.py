@@ -187,7 +187,8 @@ SPECS: list[NodeSpec] = [
             Param("chunk_size", "INT", default=8, min=1, max=256, step=1, tooltip="frames per step"),
             Param("temporal_smoothing", "FLOAT", default=0.0, min=0.0, max=1.0, step=0.05, optional=True,
                   tooltip="for a batch of video frames in order: steadies each face's alignment so the swap "
-                          "does not wobble (0 off; leave 0 for unrelated images)"),
+                          "does not wobble, and refines each face's identity on its first frame only, so it does "
+                          "not flicker and later frames are faster (0 off; leave 0 for unrelated images)"),
             Param("structure_lock", "FLOAT", default=SwapSettings.structure_lock, min=0.0, max=1.0, step=0.05,
                   optional=True,
                   tooltip="nudges the generated brows, nose, eyes and lips onto the source's with a small smooth "

@@ -63,6 +63,55 @@ def test_two_faces_keep_their_own_tracks_when_their_order_changes():
     assert (out[0] - right).min() > 0 and (out[1] - left).min() > 0  # each moved toward its own observation
 
 
+def test_a_track_keeps_its_memo_and_a_new_face_gets_a_fresh_one():
+    for smoothing in (0.0, 0.5):
+        stabiliser = LandmarkStabiliser(smoothing)
+        stabiliser(FACE[None])
+        first = stabiliser.memos()
+        first[0]["kept"] = 1
+        moved = FACE[None] + 3.0
+        out = stabiliser(moved)
+        assert stabiliser.memos()[0] is first[0]                        # the same face continues its track
+        assert torch.equal(out, moved) == (smoothing == 0.0)            # tracked, but unfiltered at 0
+        stabiliser(torch.stack([FACE + 3.0, FACE + torch.tensor([400.0, 0.0])]))
+        assert stabiliser.memos()[0] is first[0] and stabiliser.memos()[1] == {}
+        stabiliser(FACE[None] + torch.tensor([300.0, 0.0]))             # a cut: nothing continues
+        assert stabiliser.memos() == [{}]
+
+
+def test_video_refines_each_face_once_and_reuses_its_code(model_dir, random_generator_file, data_root, monkeypatch):
+    import fewshot_core.pipeline as pipeline
+
+    calls: list[int] = []
+    real = pipeline.refine_identity_code
+
+    def counting(*args, **kwargs):
+        calls.append(args[2].shape[0])  # faces refined in this call
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "refine_identity_code", counting)
+    model = SwapModel.load(random_generator_file, model_dir=model_dir)
+    identity = model.encode_identity([load_image(lfw_photo("Colin_Powell", 1))[0]])
+    still = load_image(lfw_photo("George_W_Bush", 2))
+    gen = torch.Generator().manual_seed(3)
+    frames = (still.expand(3, -1, -1, -1) + 0.02 * torch.randn(3, *still.shape[1:], generator=gen)).clamp(0, 1)
+    video = SwapSettings(faces=[0], temporal_smoothing=0.5, identity_refine_steps=2)
+    refined, _ = model.swap(frames, identity, video, chunk_size=2)
+    assert calls == [1]                                     # one face, refined on its first frame only
+    plain, _ = model.swap(frames, identity, SwapSettings(faces=[0], temporal_smoothing=0.5, identity_refine_steps=0))
+    assert (refined[2] - plain[2]).abs().max() > 1e-3       # later frames still use the refined code
+    calls.clear()
+    model.swap(frames, identity, SwapSettings(faces=[0], identity_refine_steps=2))
+    assert calls == [1, 1, 1]                               # stills: every image is refined on its own
+    calls.clear()
+    stabiliser = LandmarkStabiliser(0.5)
+    other = model.encode_identity([load_image(lfw_photo("Tony_Blair", 1))[0]])
+    model.swap(frames[:1], identity, video, stabiliser=stabiliser)
+    model.swap(frames[1:2], other, video, stabiliser=stabiliser)
+    model.swap(frames[2:], other, video, stabiliser=stabiliser)
+    assert calls == [1, 1]                                  # a new target code is refined again, then kept
+
+
 def test_bad_settings_and_shapes_are_named():
     with pytest.raises(InputShapeError, match="smoothing must be within 0..1"):
         LandmarkStabiliser(1.5)

@@ -8,7 +8,9 @@ own coordinates the face never moves, so every frame-to-frame change of its land
 (at rest and while panning), and the distance from their mean is offset (the detector's bias at
 each window position, plus lag). All in % of the eye distance. With the shipped generator it also
 measures output flicker: the mean absolute change (0-255) between consecutive outputs inside the
-swapped region, after undoing the pan. The last line is JSON.
+swapped region, after undoing the pan; FaceNet's cosine of the swapped face to the target code (with
+smoothing, the identity refinement runs once per track, without it on every frame); and the time per
+frame. The last line is JSON.
 """
 from __future__ import annotations
 
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoothing", default="0,0.25,0.5,0.75,1", help="comma-separated values in 0..1")
     parser.add_argument("--flicker-at", type=float, default=0.5, help="smoothing compared with 0 on swapped frames")
     parser.add_argument("--identity-refine-steps", type=int, default=SwapSettings.identity_refine_steps,
-                        help="the swap's identity_refine_steps setting in the flicker runs (refined per frame)")
+                        help="the swap's identity_refine_steps setting in the flicker runs")
     parser.add_argument("--no-swap", action="store_true", help="landmarks only (no generator runs)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -112,15 +114,26 @@ def main(argv: list[str] | None = None) -> int:
         for key, row in results.items():
             print(f"{key:>9}  {row['change_rest']:13.2f}  {row['change_pan']:12.2f}  {row['offset']:6.2f}")
         if model.generator is not None:
-            flick = {}
+            flick, cosine, seconds = {}, {}, {}
+            identity = _identity(model)
             for value in sorted({0.0, args.flicker_at}):
                 settings = SwapSettings(temporal_smoothing=value, order="largest_first", faces=[0],
                                         identity_refine_steps=args.identity_refine_steps)
-                out, mask = model.swap(frames, _identity(model), settings)
+                begun = time.perf_counter()
+                out, mask = model.swap(frames, identity, settings)
+                seconds[f"{value:g}"] = round((time.perf_counter() - begun) / frames.shape[0], 3)
                 flick[f"{value:g}"] = flicker(out, mask, offsets)
+                with torch.no_grad():  # FaceNet's reading of each swapped frame against the target code
+                    read = model.embedder.embed_faces(out, raw)
+                cosine[f"{value:g}"] = round(float((read @ identity.vector.to(read)).mean()), 4)
             print("output flicker (mean |change| 0-255 in the swapped region, pan undone): "
                   + ", ".join(f"smoothing {k}: {v}" for k, v in flick.items()))
+            print("FaceNet cosine of the swapped face to the target, mean over frames: "
+                  + ", ".join(f"smoothing {k}: {v}" for k, v in cosine.items()))
+            print("swap time per frame, s: " + ", ".join(f"smoothing {k}: {v}" for k, v in seconds.items()))
             summary["flicker_0_255"] = flick
+            summary["identity_cosine"] = cosine
+            summary["swap_s_per_frame"] = seconds
             summary["identity_refine_steps"] = args.identity_refine_steps
     except FewShotError as exc:
         print(f"error: {exc}", file=sys.stderr)
