@@ -54,3 +54,28 @@ def test_the_command_compares_two_files_and_refuses_other_pairs(tmp_path, capsys
     assert "--per-pair FILE" in capsys.readouterr().err
     assert main([str(a), str(b), "--method-a", "nope"]) == 1
     assert "no rows for method 'nope'" in capsys.readouterr().err
+
+
+def test_also_pools_draws_whose_pair_numbers_overlap(tmp_path, capsys):
+    first, second = tmp_path / "draw1.csv", tmp_path / "draw2.csv"
+    write_per_pair(first, _rows("ours", [1, 1, 0, 1], [0.020] * 4) + _rows("classical", [0, 1, 0, 0], [0.020] * 4))
+    # the same pair numbers 0-3 in another draw, where ours is 0.004 worse on expression and never alone right
+    write_per_pair(second, _rows("ours", [0, 0, 1, 0, 1, 1], [0.024] * 6, target="lfw/U")
+                   + _rows("classical", [0, 0, 1, 0, 1, 1], [0.020] * 6, target="lfw/U"))
+    assert main([str(first), "--method-a", "classical", "--method-b", "ours", "--also", str(second)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["draws"], summary["pairs"]) == (2, 10)              # 4 + 6: no pair of draw 2 overwrote draw 1's
+    assert (summary["a_only"], summary["b_only"]) == (0, 2)
+    assert summary["expr"]["diff"] == pytest.approx(6 * 0.004 / 10)
+    # one draw alone: its own figures
+    assert main([str(second), "--method-a", "classical", "--method-b", "ours"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["expr"]["diff"] == pytest.approx(0.004)
+    # A and B in separate files per draw: "A2,B2"
+    b_first, b_second = tmp_path / "b1.csv", tmp_path / "b2.csv"
+    write_per_pair(b_first, _rows("ours", [1, 1, 0, 1], [0.021] * 4))
+    write_per_pair(b_second, _rows("ours", [0, 0, 1, 0, 1, 1], [0.023] * 6, target="lfw/U"))
+    assert main([str(first), str(b_first), "--method-a", "ours", "--also", f"{second},{b_second}"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["pairs"] == 10 and summary["expr"]["diff"] == pytest.approx((4 * 0.001 - 6 * 0.001) / 10)
+    with pytest.raises(SystemExit):
+        main([str(first), "--also", "a.csv,b.csv,c.csv"])

@@ -1,6 +1,7 @@
 """`python -m fewshot_core.eval paired A.csv B.csv`: is B's difference from A on the same pairs more than noise?
 
     python -m fewshot_core.eval paired A.csv B.csv [--method-a NAME] [--method-b NAME] [--k 5]
+        [--also A2.csv[,B2.csv] ...]
 
 Why: a candidate that loses 4 pairs of 120 (or 10 of 500) against the shipped weights has been
 rejected several times; whether that is a real loss or the pairs' noise is a paired question, since
@@ -10,7 +11,9 @@ pair and method; this compares two such files (or two methods of one file):
 * top-1: the exact two-sided McNemar test on the discordant pairs (A right and B wrong, or the reverse);
 * expression, pose and gaze: the mean paired difference B - A with a 95 % bootstrap interval over pairs.
 
-The last line is JSON.
+`--also` pools further draws (runs with another `--seed`), each compared the same way: one pair-level test
+over every draw's pairs, so two draws of 500 pairs give one interval over 1,000 rather than two to squint at.
+Pairs of different draws stay apart even when their numbers match. The last line is JSON.
 """
 from __future__ import annotations
 
@@ -81,9 +84,14 @@ def _select(rows: list[dict], method: str | None, k: str, path: Path) -> dict[st
     return picked
 
 
+def _pair_order(key: str) -> tuple[int, ...]:
+    """Pair keys sort by draw, then pair number: "7" (the first draw) or "1:7" (`--also`'s first draw)."""
+    return tuple(int(part) for part in key.split(":"))
+
+
 def compare(a: dict[str, dict], b: dict[str, dict]) -> dict:
     """Paired figures of B against A over the pairs both files hold (same source and target)."""
-    common = sorted(set(a) & set(b), key=int)
+    common = sorted(set(a) & set(b), key=_pair_order)
     mismatched = [p for p in common if (a[p]["source"], a[p]["target"]) != (b[p]["source"], b[p]["target"])]
     if mismatched:
         raise FewShotError(f"pair {mismatched[0]} swaps other faces in the two files; compare runs made with "
@@ -107,6 +115,14 @@ def compare(a: dict[str, dict], b: dict[str, dict]) -> dict:
     return out
 
 
+def _draw_files(spec: str) -> tuple[Path, Path]:
+    """`--also` "A2.csv" (both methods in one file) or "A2.csv,B2.csv"."""
+    parts = [Path(part) for part in spec.split(",")]
+    if len(parts) > 2 or not all(str(part) for part in parts):
+        raise SystemExit(f"eval paired: --also takes A.csv or A.csv,B.csv, got {spec!r}")
+    return parts[0], parts[-1]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fewshot_core.eval paired", description=__doc__.splitlines()[0])
     ap.add_argument("a", type=Path, help="per-pair CSV of the reference (e.g. the shipped weights)")
@@ -114,15 +130,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--method-a", help="method name in A (default: its only 'ours' method)")
     ap.add_argument("--method-b", help="method name in B (default: its only 'ours' method)")
     ap.add_argument("--k", default="5", help="shots (K) to compare")
+    ap.add_argument("--also", action="append", default=[], metavar="A2.csv[,B2.csv]",
+                    help="another draw's per-pair file (or its A and B files), pooled with the first; repeatable")
     args = ap.parse_args(argv)
     b_path = args.b or args.a
+    draws = [(args.a, b_path)] + [_draw_files(spec) for spec in args.also]
     try:
-        a = _select(read_per_pair(args.a), args.method_a, args.k, args.a)
-        b = _select(read_per_pair(b_path), args.method_b, args.k, b_path)
+        a: dict[str, dict] = {}
+        b: dict[str, dict] = {}
+        for index, (a_file, b_file) in enumerate(draws):
+            prefix = f"{index}:" if index else ""  # the first draw keeps its plain pair numbers
+            picked_a = _select(read_per_pair(a_file), args.method_a, args.k, a_file)
+            picked_b = _select(read_per_pair(b_file), args.method_b, args.k, b_file)
+            a.update({prefix + pair: row for pair, row in picked_a.items()})
+            b.update({prefix + pair: row for pair, row in picked_b.items()})
         result = compare(a, b)
     except FewShotError as exc:
         print(f"eval paired: {exc}", file=sys.stderr)
         return 1
+    if len(draws) > 1:
+        print(f"pooled over {len(draws)} draws")
     print(f"top-1 on {result['pairs']} pairs: A {result['top1_a']:.1%}, B {result['top1_b']:.1%}; "
           f"A only {result['a_only']}, B only {result['b_only']}, exact McNemar p = {result['mcnemar_p']:.3f}")
     for key in NUMERIC:
@@ -130,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             r = result[key]
             print(f"{key}: A {r['a']:.5f}, B {r['b']:.5f}, B - A {r['diff']:+.5f} (95% CI {r['ci95'][0]:+.5f} to "
                   f"{r['ci95'][1]:+.5f})")
-    print(json.dumps({"eval": "paired", "a": str(args.a), "b": str(b_path), "k": args.k, **result}))
+    print(json.dumps({"eval": "paired", "a": str(args.a), "b": str(b_path), "k": args.k, "also": args.also,
+                      "draws": len(draws), **result}))
     return 0
 
 
