@@ -77,5 +77,7 @@ def test_also_pools_draws_whose_pair_numbers_overlap(tmp_path, capsys):
     assert main([str(first), str(b_first), "--method-a", "ours", "--also", f"{second},{b_second}"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["pairs"] == 10 and summary["expr"]["diff"] == pytest.approx((4 * 0.001 - 6 * 0.001) / 10)
-    with pytest.raises(SystemExit):
-        main([str(first), "--also", "a.csv,b.csv,c.csv"])
+    assert main([str(first), "--also", "a.csv,b.csv,c.csv"]) == 1
+    assert "--also takes A.csv or A.csv,B.csv" in capsys.readouterr().err
+    assert main([str(first), "--method-a", "classical", "--also", str(first)]) == 1   # the same draw twice
+    assert "would count its pairs twice" in capsys.readouterr().err

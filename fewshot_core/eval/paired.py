@@ -118,8 +118,8 @@ def compare(a: dict[str, dict], b: dict[str, dict]) -> dict:
 def _draw_files(spec: str) -> tuple[Path, Path]:
     """`--also` "A2.csv" (both methods in one file) or "A2.csv,B2.csv"."""
     parts = [Path(part) for part in spec.split(",")]
-    if len(parts) > 2 or not all(str(part) for part in parts):
-        raise SystemExit(f"eval paired: --also takes A.csv or A.csv,B.csv, got {spec!r}")
+    if len(parts) > 2 or not all(part.strip() for part in spec.split(",")):
+        raise FewShotError(f"--also takes A.csv or A.csv,B.csv, got {spec!r}.")
     return parts[0], parts[-1]
 
 
@@ -134,8 +134,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="another draw's per-pair file (or its A and B files), pooled with the first; repeatable")
     args = ap.parse_args(argv)
     b_path = args.b or args.a
-    draws = [(args.a, b_path)] + [_draw_files(spec) for spec in args.also]
     try:
+        draws = [(args.a, b_path)] + [_draw_files(spec) for spec in args.also]
+        repeated = [f for f, _ in draws if [g.resolve() for g, _ in draws].count(f.resolve()) > 1]
+        if repeated:
+            raise FewShotError(f"{repeated[0]} is given as two draws, which would count its pairs twice; "
+                               "pass each draw's file once.")
         a: dict[str, dict] = {}
         b: dict[str, dict] = {}
         for index, (a_file, b_file) in enumerate(draws):
