@@ -117,10 +117,30 @@ def compare(a: dict[str, dict], b: dict[str, dict]) -> dict:
 
 def _draw_files(spec: str) -> tuple[Path, Path]:
     """`--also` "A2.csv" (both methods in one file) or "A2.csv,B2.csv"."""
-    parts = [Path(part) for part in spec.split(",")]
-    if len(parts) > 2 or not all(part.strip() for part in spec.split(",")):
+    names = spec.split(",")
+    if len(names) > 2 or not all(name.strip() for name in names):
         raise FewShotError(f"--also takes A.csv or A.csv,B.csv, got {spec!r}.")
-    return parts[0], parts[-1]
+    return Path(names[0]), Path(names[-1])
+
+
+def pooled_draws(draws: Sequence[tuple[Path, Path]], method_a: str | None, method_b: str | None,
+                 k: str) -> tuple[dict[str, dict], dict[str, dict]]:
+    """A's and B's rows of every draw [(A file, B file), ...], keyed so that pairs of different draws stay apart:
+    the first draw keeps its plain pair numbers, draw i > 0 prefixes them with "i:"."""
+    resolved = [a_file.resolve() for a_file, _ in draws]
+    repeated = next((draws[i][0] for i, path in enumerate(resolved) if resolved.count(path) > 1), None)
+    if repeated is not None:
+        raise FewShotError(f"{repeated} is given as two draws, which would count its pairs twice; "
+                           "pass each draw's file once.")
+    a: dict[str, dict] = {}
+    b: dict[str, dict] = {}
+    for index, (a_file, b_file) in enumerate(draws):
+        prefix = f"{index}:" if index else ""
+        a_rows = read_per_pair(a_file)
+        b_rows = a_rows if b_file == a_file else read_per_pair(b_file)
+        a.update({prefix + pair: row for pair, row in _select(a_rows, method_a, k, a_file).items()})
+        b.update({prefix + pair: row for pair, row in _select(b_rows, method_b, k, b_file).items()})
+    return a, b
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,19 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     b_path = args.b or args.a
     try:
         draws = [(args.a, b_path)] + [_draw_files(spec) for spec in args.also]
-        repeated = [f for f, _ in draws if [g.resolve() for g, _ in draws].count(f.resolve()) > 1]
-        if repeated:
-            raise FewShotError(f"{repeated[0]} is given as two draws, which would count its pairs twice; "
-                               "pass each draw's file once.")
-        a: dict[str, dict] = {}
-        b: dict[str, dict] = {}
-        for index, (a_file, b_file) in enumerate(draws):
-            prefix = f"{index}:" if index else ""  # the first draw keeps its plain pair numbers
-            picked_a = _select(read_per_pair(a_file), args.method_a, args.k, a_file)
-            picked_b = _select(read_per_pair(b_file), args.method_b, args.k, b_file)
-            a.update({prefix + pair: row for pair, row in picked_a.items()})
-            b.update({prefix + pair: row for pair, row in picked_b.items()})
-        result = compare(a, b)
+        result = compare(*pooled_draws(draws, args.method_a, args.method_b, args.k))
     except FewShotError as exc:
         print(f"eval paired: {exc}", file=sys.stderr)
         return 1
