@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
-from fewshot_core.eval.paired import FIELDS, compare, main, mcnemar_exact, write_per_pair
+from fewshot_core.eval.frechet import frechet_distance
+from fewshot_core.eval.paired import FIELDS, compare, features_path, main, mcnemar_exact, write_per_pair
 
 
 def test_mcnemar_exact_matches_the_binomial_tail():
@@ -81,3 +83,49 @@ def test_also_pools_draws_whose_pair_numbers_overlap(tmp_path, capsys):
     assert "--also takes A.csv or A.csv,B.csv" in capsys.readouterr().err
     assert main([str(first), "--method-a", "classical", "--also", str(first)]) == 1   # the same draw twice
     assert "would count its pairs twice" in capsys.readouterr().err
+
+
+def _with_features(rows: list[dict], feats: np.ndarray) -> list[dict]:
+    return [{**row, "feature": f} for row, f in zip(rows, feats)]
+
+
+def test_the_fd_difference_gets_a_bootstrap_interval_from_the_feature_sidecars(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    real = rng.normal(size=(300, 8))
+    ours = rng.normal(size=(60, 8))
+    shifted = ours + np.eye(8)[0] * 1.5           # the candidate's outputs 1.5 off along one axis: FD* about +2.25
+    a, b, same = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "same.csv"
+    write_per_pair(a, _with_features(_rows("ours", [1] * 60, [0.02] * 60), ours), real)
+    write_per_pair(b, _with_features(_rows("ours", [1] * 60, [0.02] * 60), shifted), real)
+    write_per_pair(same, _with_features(_rows("ours", [1] * 60, [0.02] * 60), ours), real)
+    assert features_path(a).is_file() and features_path(a).name == "a.features.npz"
+    assert main([str(a), str(b), "--fd-draws", "200"]) == 0
+    fd = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["fd"]
+    assert fd["a"] == pytest.approx(frechet_distance(ours, real), abs=1e-3)   # the table's own FD*
+    assert fd["diff"] == pytest.approx(frechet_distance(shifted, real) - frechet_distance(ours, real), abs=1e-3)
+    assert 1.5 < fd["ci95"][0] < fd["diff"] < fd["ci95"][1] and fd["n"] == 60
+    assert main([str(a), str(same), "--fd-draws", "50"]) == 0                 # identical outputs: exactly level
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["fd"]["ci95"] == [0.0, 0.0]
+    # pooled with a level second draw: the mean of the two draws' differences
+    assert main([str(a), str(b), "--fd-draws", "50", "--also", str(same)]) == 0
+    pooled = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["fd"]
+    assert pooled["diff"] == pytest.approx(fd["diff"] / 2, abs=1e-3) and pooled["n"] == 120
+
+
+def test_fd_needs_matching_sidecars_and_says_so(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    real, feats = rng.normal(size=(50, 4)), rng.normal(size=(10, 4))
+    a, b, plain = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "plain.csv"
+    write_per_pair(a, _with_features(_rows("ours", [1] * 10, [0.02] * 10), feats), real)
+    write_per_pair(b, _with_features(_rows("ours", [1] * 10, [0.02] * 10), feats), real + 1.0)
+    write_per_pair(plain, _rows("ours", [1] * 10, [0.02] * 10))
+    assert main([str(a), str(plain)]) == 0                                   # no sidecar on one side: no FD* figure
+    out = capsys.readouterr().out
+    assert "FD*: no interval" in out and "fd" not in json.loads(out.strip().splitlines()[-1])
+    assert main([str(a), str(b)]) == 1
+    assert "different real photos" in capsys.readouterr().err
+    write_per_pair(b, _rows("ours", [1] * 10, [0.02] * 10))                  # rewritten without features
+    assert not features_path(b).exists()                                     # the stale sidecar is gone
+    np.savez(features_path(b), features=feats[:3], real=real)                # a sidecar of another run
+    assert main([str(a), str(b)]) == 1
+    assert "belongs to another run" in capsys.readouterr().err

@@ -16,7 +16,8 @@ import pytest
 
 from fewshot_core.eval import protocol as P
 from fewshot_core.eval import report, split
-from fewshot_core.eval.paired import read_per_pair
+from fewshot_core.eval.frechet import frechet_distance
+from fewshot_core.eval.paired import read_features, read_per_pair
 
 DATA = split.default_data_root()
 needs_data = pytest.mark.skipif(not (DATA / "lfw").is_dir(), reason=f"shared face data not at {DATA}")
@@ -190,6 +191,9 @@ def test_quick_baselines_rank_the_real_target_photo_far_above_no_swap(capsys, tm
     assert [r["pair"] for r in rows] == [str(i) for i in range(8)] and {r["method"] for r in rows} == {"classical"}
     assert sum(r["top1"] == "1" for r in rows) / 8 == res["classical_k5"]["top1"]
     assert not Path(rows[0]["source"]).is_absolute()  # relative to the data folder: files compare across machines
+    feats, real = read_features(per_pair, len(rows))  # the sidecar's rows give back the table's FD*
+    assert feats.shape == (8, real.shape[1]) and len(real) > 8
+    assert frechet_distance(feats[~np.isnan(feats).any(1)], real) == pytest.approx(res["classical_k5"]["fd"], abs=2e-3)
     assert summary["generator"] is None and not any(k.startswith("ours") for k in res)
     assert "no 'ours' row" in lines[0] and "TEST" in lines[0]
     assert set(res) == {"no_swap", "upper_bound", "classical_k5"} and summary["pairs"] == 8

@@ -15,7 +15,8 @@ import numpy as np
 from ..errors import InputShapeError
 
 
-def _psd_sqrt(a: np.ndarray) -> np.ndarray:
+def psd_sqrt(a: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric positive semi-definite matrix (negative eigenvalues clipped to 0)."""
     w, v = np.linalg.eigh((a + a.T) / 2.0)
     return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
@@ -24,7 +25,7 @@ def frechet_from_stats(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2:
     """||mu1 - mu2||^2 + tr(C1 + C2 - 2 (C1^1/2 C2 C1^1/2)^1/2) for Gaussians N(mu1, C1), N(mu2, C2)."""
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     cov1, cov2 = np.asarray(cov1, np.float64), np.asarray(cov2, np.float64)
-    s1 = _psd_sqrt(cov1)
+    s1 = psd_sqrt(cov1)
     middle = s1 @ cov2 @ s1
     w = np.linalg.eigvalsh((middle + middle.T) / 2.0)
     cross = float(np.sqrt(np.clip(w, 0.0, None)).sum())

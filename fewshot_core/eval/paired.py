@@ -9,7 +9,10 @@ both runs swap the very same (source, target) pairs. `eval swap --per-pair FILE`
 pair and method; this compares two such files (or two methods of one file):
 
 * top-1: the exact two-sided McNemar test on the discordant pairs (A right and B wrong, or the reverse);
-* expression, pose and gaze: the mean paired difference B - A with a 95 % bootstrap interval over pairs.
+* expression, pose and gaze: the mean paired difference B - A with a 95 % bootstrap interval over pairs;
+* realism (FD*, a set-level figure): FD*(B) - FD*(A) over the pairs both rendered, with a 95 % bootstrap
+  interval that resamples pairs (the same ones for A and B) against the run's fixed real photos. It needs
+  the `.features.npz` sidecar that `eval swap --per-pair` writes beside each CSV.
 
 `--also` pools further draws (runs with another `--seed`), each compared the same way: one pair-level test
 over every draw's pairs, so two draws of 500 pairs give one interval over 1,000 rather than two to squint at.
@@ -28,19 +31,40 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import FewShotError
+from .frechet import feature_stats, psd_sqrt
 
 FIELDS = ("pair", "source", "target", "method", "k", "detected", "rank", "top1", "expr", "pose_deg", "gaze")
 NUMERIC = ("expr", "pose_deg", "gaze")
 
 
-def write_per_pair(path: Path, rows: Sequence[dict]) -> Path:
-    """One CSV row per (pair, method, K) with the pair's identity-rank and attribute scores."""
+def features_path(path: Path) -> Path:
+    """The per-pair file's sidecar of realism features: "run.csv" -> "run.features.npz"."""
+    return Path(path).with_suffix(".features.npz")
+
+
+def write_per_pair(path: Path, rows: Sequence[dict], real_features: np.ndarray | None = None) -> Path:
+    """One CSV row per (pair, method, K) with the pair's identity-rank and attribute scores.
+
+    With `real_features` (the FD* reference set), each row's realism "feature" goes to the sidecar
+    `features_path(path)`: row i of its "features" is CSV row i (NaN where no face was found), so that
+    `eval paired` can put an interval on the FD* difference too. A stale sidecar is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in FIELDS})
+    sidecar = features_path(path)
+    sidecar.unlink(missing_ok=True)
+    dims = {np.asarray(r["feature"]).shape[-1] for r in rows if r.get("feature") is not None}
+    if real_features is not None and rows and dims:
+        if len(dims) > 1:
+            raise FewShotError(f"realism features of several sizes {sorted(dims)}; one run uses one feature.")
+        feats = np.full((len(rows), dims.pop()), np.nan, dtype=np.float32)
+        for i, row in enumerate(rows):
+            if row.get("feature") is not None:
+                feats[i] = row["feature"]
+        np.savez_compressed(sidecar, features=feats, real=np.asarray(real_features, dtype=np.float32))
     return path
 
 
@@ -53,6 +77,23 @@ def read_per_pair(path: Path) -> list[dict]:
     if not rows or set(FIELDS) - set(rows[0]):
         raise FewShotError(f"{path} is not a per-pair file of `eval swap --per-pair` (columns {list(FIELDS)}).")
     return rows
+
+
+def read_features(path: Path, n_rows: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(per-row features [n_rows, D] with NaN rows, real features [M, D]) from the sidecar, or None without one."""
+    sidecar = features_path(path)
+    if not sidecar.is_file():
+        return None
+    try:
+        with np.load(sidecar) as z:
+            feats, real = z["features"].astype(np.float64), z["real"].astype(np.float64)
+    except (OSError, KeyError, ValueError) as exc:
+        raise FewShotError(f"cannot read realism features {sidecar}: {exc}. Fix: delete it (FD* is then "
+                           "skipped) or rewrite it with `eval swap --per-pair`.") from exc
+    if feats.ndim != 2 or real.ndim != 2 or feats.shape != (n_rows, real.shape[1]):
+        raise FewShotError(f"{sidecar} holds features {feats.shape} and real {real.shape}, but {path} has "
+                           f"{n_rows} rows; it belongs to another run. Fix: delete it or rerun `eval swap --per-pair`.")
+    return feats, real
 
 
 def mcnemar_exact(a_only: int, b_only: int) -> float:
@@ -124,9 +165,12 @@ def _draw_files(spec: str) -> tuple[Path, Path]:
 
 
 def pooled_draws(draws: Sequence[tuple[Path, Path]], method_a: str | None, method_b: str | None,
-                 k: str) -> tuple[dict[str, dict], dict[str, dict]]:
+                 k: str) -> tuple[dict[str, dict], dict[str, dict], list[np.ndarray] | None]:
     """A's and B's rows of every draw [(A file, B file), ...], keyed so that pairs of different draws stay apart:
-    the first draw keeps its plain pair numbers, draw i > 0 prefixes them with "i:"."""
+    the first draw keeps its plain pair numbers, draw i > 0 prefixes them with "i:".
+
+    Where every file has its realism sidecar, each row also carries its "feature" (None where no face was
+    found) and the third value is each draw's FD* reference set; otherwise that value is None."""
     resolved = [a_file.resolve() for a_file, _ in draws]
     repeated = next((draws[i][0] for i, path in enumerate(resolved) if resolved.count(path) > 1), None)
     if repeated is not None:
@@ -134,13 +178,81 @@ def pooled_draws(draws: Sequence[tuple[Path, Path]], method_a: str | None, metho
                            "pass each draw's file once.")
     a: dict[str, dict] = {}
     b: dict[str, dict] = {}
+    reals: list[np.ndarray] | None = []
     for index, (a_file, b_file) in enumerate(draws):
         prefix = f"{index}:" if index else ""
-        a_rows = read_per_pair(a_file)
-        b_rows = a_rows if b_file == a_file else read_per_pair(b_file)
-        a.update({prefix + pair: row for pair, row in _select(a_rows, method_a, k, a_file).items()})
-        b.update({prefix + pair: row for pair, row in _select(b_rows, method_b, k, b_file).items()})
-    return a, b
+        a_rows = _with_features(a_file)
+        b_rows = a_rows if b_file == a_file else _with_features(b_file)
+        a.update({prefix + pair: row for pair, row in _select(a_rows[0], method_a, k, a_file).items()})
+        b.update({prefix + pair: row for pair, row in _select(b_rows[0], method_b, k, b_file).items()})
+        if reals is not None and a_rows[1] is not None and b_rows[1] is not None:
+            if a_rows[1].shape != b_rows[1].shape or not np.allclose(a_rows[1], b_rows[1], atol=1e-5):
+                raise FewShotError(f"{a_file} and {b_file} judge realism against different real photos (or "
+                                   "features); compare runs made with the same --seed, data and --realism.")
+            reals.append(a_rows[1])
+        else:
+            reals = None
+    return a, b, reals
+
+
+def _with_features(path: Path) -> tuple[list[dict], np.ndarray | None]:
+    """The file's rows, each with its realism "feature" when the sidecar exists, and the real set (or None)."""
+    rows = read_per_pair(path)
+    loaded = read_features(path, len(rows))
+    if loaded is None:
+        return rows, None
+    feats, real = loaded
+    for row, feat in zip(rows, feats):
+        row["feature"] = None if np.isnan(feat).any() else feat
+    return rows, real
+
+
+def _draw_of(key: str) -> int:
+    return int(key.split(":")[0]) if ":" in key else 0
+
+
+def realism_difference(a: dict[str, dict], b: dict[str, dict], reals: Sequence[np.ndarray],
+                       draws: int = 1000, seed: int = 0) -> dict | None:
+    """FD*(B) - FD*(A) with a 95 % bootstrap interval: the pairs of each draw are resampled (the same
+    pairs for A and B) and FD* is taken against that draw's fixed real set; over several draws the
+    figure is the mean of the per-draw differences. Only pairs where both outputs have a face count."""
+    rng = np.random.default_rng(seed)
+    per_draw, boot, a_fd, b_fd, n = [], np.zeros(draws), [], [], 0
+    for d, real in enumerate(reals):
+        both = [p for p in sorted(set(a) & set(b), key=_pair_order) if _draw_of(p) == d
+                and a[p].get("feature") is not None and b[p].get("feature") is not None]
+        if len(both) < 2:
+            return None
+        xa = np.stack([a[p]["feature"] for p in both])
+        xb = np.stack([b[p]["feature"] for p in both])
+        fd = _FrechetToReal(real)
+        a_fd.append(fd(xa))
+        b_fd.append(fd(xb))
+        per_draw.append(b_fd[-1] - a_fd[-1])
+        n += len(both)
+        for i in range(draws):
+            idx = rng.integers(0, len(both), len(both))
+            boot[i] += fd(xb[idx]) - fd(xa[idx])
+    boot /= len(reals)
+    return {"n": n, "a": round(float(np.mean(a_fd)), 4), "b": round(float(np.mean(b_fd)), 4),
+            "diff": round(float(np.mean(per_draw)), 4), "per_draw": [round(x, 4) for x in per_draw],
+            "ci95": [round(float(np.percentile(boot, 2.5)), 4), round(float(np.percentile(boot, 97.5)), 4)]}
+
+
+class _FrechetToReal:
+    """`frechet_distance(x, real)` with the real set's statistics and square root computed once, since the
+    bootstrap takes thousands of distances to the same real set."""
+
+    def __init__(self, real: np.ndarray) -> None:
+        self.mu, cov = feature_stats(real)
+        self.sqrt = psd_sqrt(cov)
+        self.trace = float(np.trace(cov))
+
+    def __call__(self, x: np.ndarray) -> float:
+        mu, cov = feature_stats(x)
+        middle = self.sqrt @ cov @ self.sqrt
+        cross = float(np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2.0), 0.0, None)).sum())
+        return max(float(((mu - self.mu) ** 2).sum() + np.trace(cov) + self.trace - 2.0 * cross), 0.0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,11 +264,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", default="5", help="shots (K) to compare")
     ap.add_argument("--also", action="append", default=[], metavar="A2.csv[,B2.csv]",
                     help="another draw's per-pair file (or its A and B files), pooled with the first; repeatable")
+    ap.add_argument("--fd-draws", type=int, default=1000,
+                    help="bootstrap draws for the FD* interval (needs the files' .features.npz sidecars)")
     args = ap.parse_args(argv)
     b_path = args.b or args.a
     try:
         draws = [(args.a, b_path)] + [_draw_files(spec) for spec in args.also]
-        result = compare(*pooled_draws(draws, args.method_a, args.method_b, args.k))
+        a, b, reals = pooled_draws(draws, args.method_a, args.method_b, args.k)
+        result = compare(a, b)
+        if reals is not None:
+            fd = realism_difference(a, b, reals, args.fd_draws)
+            if fd is not None:
+                result["fd"] = fd
     except FewShotError as exc:
         print(f"eval paired: {exc}", file=sys.stderr)
         return 1
@@ -169,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
             r = result[key]
             print(f"{key}: A {r['a']:.5f}, B {r['b']:.5f}, B - A {r['diff']:+.5f} (95% CI {r['ci95'][0]:+.5f} to "
                   f"{r['ci95'][1]:+.5f})")
+    if "fd" in result:
+        r = result["fd"]
+        print(f"FD*: A {r['a']:.4f}, B {r['b']:.4f}, B - A {r['diff']:+.4f} (95% CI {r['ci95'][0]:+.4f} to "
+              f"{r['ci95'][1]:+.4f}) on {r['n']} pairs")
+    else:
+        print("FD*: no interval (the files have no .features.npz sidecar: rerun `eval swap --per-pair`)")
     print(json.dumps({"eval": "paired", "a": str(args.a), "b": str(b_path), "k": args.k, "also": args.also,
                       "draws": len(draws), **result}))
     return 0

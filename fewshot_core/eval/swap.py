@@ -75,8 +75,7 @@ def run_protocol(cfg: Config, analyser: Analyser, methods: Sequence[SwapMethod],
                              shots=max(cfg.ks), seed=cfg.seed, usable=analyser.usable)
     gallery = Gallery({ident: Reference.of([analyser.photo(p).face.descriptor for p in ps])
                        for ident, ps in proto.gallery.items()})
-    real = np.stack([f for f in (analyser.photo(p).feature for ps in proto.gallery.values() for p in ps)
-                     if f is not None])
+    real = gallery_features(proto, analyser)
     _log(f"protocol: {len(proto.pairs)} pairs, {len(proto.targets)} targets, {len(gallery)} gallery identities, "
          f"{analyser.cached} real photos analysed")
     scores: dict[tuple[str, int | None], list[Score]] = {}
@@ -100,11 +99,17 @@ def run_protocol(cfg: Config, analyser: Analyser, methods: Sequence[SwapMethod],
                     per_pair.append({"pair": i, "source": source_name, "target": pair.target,
                                      "method": method.name, "k": k, "detected": int(score.detected),
                                      "rank": score.rank, "top1": int(score.rank == 1), "expr": score.expr,
-                                     "pose_deg": score.pose_deg, "gaze": score.gaze})
+                                     "pose_deg": score.pose_deg, "gaze": score.gaze, "feature": score.feature})
         if (i + 1) % 25 == 0 or i + 1 == len(proto.pairs):
             _log(f"  {i + 1}/{len(proto.pairs)} pairs, {time.perf_counter() - start:.0f} s")
     rows = [summarise(m, k, s, real) for (m, k), s in scores.items()]
     return rows, proto, gallery
+
+
+def gallery_features(proto: P.Protocol, analyser: Analyser) -> np.ndarray:
+    """Realism features of the gallery's real photos: the reference set of the FD* column."""
+    return np.stack([f for f in (analyser.photo(p).feature for ps in proto.gallery.values() for p in ps)
+                     if f is not None])
 
 
 def run_fairness(cfg: Config, analyser: Analyser, methods: Sequence[SwapMethod]) -> list[dict]:
@@ -181,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                              "photo_detail, identity_refine_steps) scored on the same pairs as extra rows "
                              "'ours STEM lockX DETAIL pxN photoY refineZ'; the real photos are analysed once for all")
     parser.add_argument("--per-pair", type=Path, default=None, metavar="CSV",
-                        help="also write one row per pair, method and K (for `python -m fewshot_core.eval paired`)")
+                        help="also write one row per pair, method and K (for `python -m fewshot_core.eval paired`), "
+                             "and the outputs' realism features beside it (CSV.features.npz, for its FD* interval)")
     parser.add_argument("--baselines-only", action="store_true", help="do not evaluate a generator")
     parser.add_argument("--fairness", action="store_true", help="add the UTKFace per-race-group table")
     parser.add_argument("--fairness-pairs", type=int, help="1-shot pairs per group (full 40, quick 8)")
@@ -241,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             per_pair = []
         rows, proto, gallery = run_protocol(cfg, analyser, methods, per_pair)
         if per_pair is not None:
-            write_per_pair(args.per_pair, per_pair)
+            write_per_pair(args.per_pair, per_pair, gallery_features(proto, analyser))
         fair_rows = run_fairness(cfg, analyser, methods) if args.fairness else None
         t_eval, cpu_eval = time.perf_counter() - wall, time.process_time() - cpu
     except FewShotError as exc:
