@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -202,7 +204,13 @@ def test_fresh_run_starts_from_an_exported_generator(prepared, tmp_path):
     exported = load_generator(export, device="cpu", dtype=torch.float32).state_dict()
     assert all(torch.equal(exported[k], v) for k, v in second.generator.state_dict().items())
     second.train()
-    assert load_generator(second.export(tmp_path / "second.safetensors")).config.extra["init_from"] == str(export)
+    extra = load_generator(second.export(tmp_path / "second.safetensors")).config.extra
+    assert extra["init_from"] == str(export) and extra["init_run"]["run"] == cfg.name  # the lineage travels
+    assert extra["init_sha256"] == hashlib.sha256(export.read_bytes()).hexdigest()
+    resumed = Trainer(TrainConfig.load("cpu_smoke", {"steps": 2}), data, tmp_path / "second")  # from its checkpoint
+    resumed.train()
+    assert load_generator(resumed.export(tmp_path / "resumed.safetensors")).config.extra["init_sha256"] == \
+        extra["init_sha256"]
 
     with pytest.raises(ValueError, match="already holds a checkpoint"):
         Trainer(cfg, data, tmp_path / "first").init_generator_from(export)
@@ -302,6 +310,17 @@ def test_extra_landmark_judges_all_judge_every_step(labelled, tmp_path):
                                              "landmark_judges_extra": [str(tmp_path / "gone.safetensors")]})
     with pytest.raises(ModelFileMissingError, match="gone.safetensors"):
         Trainer(missing, labelled, tmp_path / "run_missing")
+
+
+def test_a_bare_judge_name_lies_in_the_judges_cache_folder(tmp_path, monkeypatch):
+    """Committed recipes name extra judges by file name only; paths stay paths."""
+    from fewshot_core.train.landmark_judge import default_judge_path, judge_path
+
+    monkeypatch.setenv("FEWSHOT_CACHE_DIR", str(tmp_path / "cache"))
+    assert judge_path("landmarks68_128_seed1.safetensors") == tmp_path / "cache" / "judges" / \
+        "landmarks68_128_seed1.safetensors" == default_judge_path().with_name("landmarks68_128_seed1.safetensors")
+    assert judge_path(tmp_path / "j.safetensors") == tmp_path / "j.safetensors"
+    assert judge_path("~/j.safetensors") == Path.home() / "j.safetensors"
 
 def test_discriminator_warmup_freezes_the_generator_then_hands_over(prepared, tmp_path):
     """d_warmup_steps: the first steps move only the discriminator; later steps train both."""

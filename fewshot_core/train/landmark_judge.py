@@ -41,6 +41,13 @@ def default_judge_path(resolution: int = 128) -> Path:
     return cache_root() / "judges" / f"landmarks68_{resolution}.safetensors"
 
 
+def judge_path(name: str | os.PathLike[str]) -> Path:
+    """A judge named in a config: a bare file name ("landmarks68_128_seed1.safetensors") lies in the judges
+    cache folder beside `default_judge_path`, so a committed recipe names no machine's home; a path is a path."""
+    path = Path(name).expanduser()
+    return default_judge_path().parent / path if path.parent == Path(".") else path
+
+
 def soft_argmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
     """Heatmap logits [B, P, H, W] -> expected pixel (x, y) [B, P, 2] under each map's softmax."""
     b, p, h, w = logits.shape

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +42,7 @@ from .config import TrainConfig
 from .data import Batch, PreparedFaces, soft_class_maps
 from .discriminator import MultiScaleDiscriminator
 from .precision import cpu_bf16_supported
-from .landmark_judge import blur3, default_judge_path, load_judge, paired_jitter, similarity_aligned_error
+from .landmark_judge import blur3, default_judge_path, judge_path, load_judge, paired_jitter, similarity_aligned_error
 from .losses import (facenet_features, feature_matching_loss, hinge_d_loss, hinge_g_loss, identity_loss,
                      perceptual_loss, structure_loss)
 
@@ -93,14 +95,17 @@ class Trainer:
             self.parser = load_parser(default_parser_path(), self.device).eval().requires_grad_(False)
         self.judges: list = []
         if cfg.w_landmarks > 0:  # frozen, like the parser: gradients flow to the cross outputs only
-            paths = [cfg.landmark_judge or default_judge_path(cfg.resolution), *cfg.landmark_judges_extra]
+            paths = [judge_path(cfg.landmark_judge) if cfg.landmark_judge else default_judge_path(cfg.resolution),
+                     *map(judge_path, cfg.landmark_judges_extra)]
             self.judges = [load_judge(path, self.device) for path in paths]
         self.judge = self.judges[0] if self.judges else None
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas)
         self.step = 0
         self.images_seen = 0
-        self.init_from: str | None = None  # an exported generator this run started from, if any
+        # The exported generator this run started from, if any: its path, sha256 and its own run record, so an
+        # export's metadata carries its whole lineage (kept in the checkpoint across resumes).
+        self.init_from: dict[str, Any] = {}
         self.seconds = 0.0
         checkpoint = self.run_dir / "checkpoint"
         if (checkpoint / "state.json").is_file():
@@ -112,6 +117,7 @@ class Trainer:
             if starts_average:
                 self.generator_ema.load_state_dict(self.generator.state_dict())
             self.step, self.images_seen, self.seconds = state["step"], state["images_seen"], state["seconds"]
+            self.init_from = state.get("init_from", {})
             self.rng = np.random.default_rng([cfg.seed, self.step])
             self.torch_rng.manual_seed(cfg.seed * 1_000_003 + self.step)
         self.sample_index = np.random.default_rng(cfg.seed + 1).choice(len(self.data), 6, replace=False)
@@ -135,7 +141,8 @@ class Trainer:
         self.generator.load_state_dict(source.state_dict())
         if self.generator_ema is not None:
             self.generator_ema.load_state_dict(source.state_dict())
-        self.init_from = str(path)
+        self.init_from = {"init_from": str(path), "init_sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+                          "init_run": source.config.extra}
 
     def _modules(self) -> dict[str, torch.nn.Module]:
         modules = {"generator": self.generator, "discriminator": self.discriminator}
@@ -329,7 +336,7 @@ class Trainer:
         generator.train(was_training)
 
     def save(self) -> None:
-        state = {"step": self.step, "images_seen": self.images_seen, "seconds": self.seconds,
+        state = {"step": self.step, "images_seen": self.images_seen, "seconds": self.seconds, "init_from": self.init_from,
                  "config": self.cfg.to_dict(), "generator_config": self.gen_config.to_dict()}
         save_checkpoint(self.run_dir / "checkpoint", self._modules(), self._optimizers(), state)
 
@@ -343,7 +350,7 @@ class Trainer:
             "run": self.cfg.name, "steps": self.step, "images_seen": self.images_seen,
             "hours": round(self.seconds / 3600, 2), "device": str(self.device),
             **({"weights": f"average (g_ema {self.cfg.g_ema})"} if generator is self.generator_ema else {}),
-            **({"init_from": self.init_from} if self.init_from else {})}})
+            **self.init_from}})
         generator.config = config
         partial = path.with_name(path.stem + ".partial.safetensors")  # a reader never sees half a file
         save_generator(generator, config, partial)
