@@ -104,6 +104,9 @@ def test_the_fd_difference_gets_a_bootstrap_interval_from_the_feature_sidecars(t
     assert fd["a"] == pytest.approx(frechet_distance(ours, real), abs=1e-3)   # the table's own FD*
     assert fd["diff"] == pytest.approx(frechet_distance(shifted, real) - frechet_distance(ours, real), abs=1e-3)
     assert 1.5 < fd["ci95"][0] < fd["diff"] < fd["ci95"][1] and fd["n"] == 60
+    with pytest.raises(SystemExit):
+        main([str(a), str(b), "--fd-draws", "0"])
+    assert "--fd-draws must be 1 or more" in capsys.readouterr().err
     assert main([str(a), str(same), "--fd-draws", "50"]) == 0                 # identical outputs: exactly level
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["fd"]["ci95"] == [0.0, 0.0]
     # pooled with a level second draw: the mean of the two draws' differences

@@ -267,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fd-draws", type=int, default=1000,
                     help="bootstrap draws for the FD* interval (needs the files' .features.npz sidecars)")
     args = ap.parse_args(argv)
+    if args.fd_draws < 1:
+        ap.error(f"--fd-draws must be 1 or more, got {args.fd_draws}")
     b_path = args.b or args.a
     try:
         draws = [(args.a, b_path)] + [_draw_files(spec) for spec in args.also]
