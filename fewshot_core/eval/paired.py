@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import FewShotError
-from .frechet import feature_stats, psd_sqrt
+from .frechet import FrechetReference
 
 FIELDS = ("pair", "source", "target", "method", "k", "detected", "rank", "top1", "expr", "pose_deg", "gaze")
 NUMERIC = ("expr", "pose_deg", "gaze")
@@ -181,17 +181,17 @@ def pooled_draws(draws: Sequence[tuple[Path, Path]], method_a: str | None, metho
     reals: list[np.ndarray] | None = []
     for index, (a_file, b_file) in enumerate(draws):
         prefix = f"{index}:" if index else ""
-        a_rows = _with_features(a_file)
-        b_rows = a_rows if b_file == a_file else _with_features(b_file)
-        a.update({prefix + pair: row for pair, row in _select(a_rows[0], method_a, k, a_file).items()})
-        b.update({prefix + pair: row for pair, row in _select(b_rows[0], method_b, k, b_file).items()})
-        if reals is not None and a_rows[1] is not None and b_rows[1] is not None:
-            if a_rows[1].shape != b_rows[1].shape or not np.allclose(a_rows[1], b_rows[1], atol=1e-5):
-                raise FewShotError(f"{a_file} and {b_file} judge realism against different real photos (or "
-                                   "features); compare runs made with the same --seed, data and --realism.")
-            reals.append(a_rows[1])
-        else:
+        a_rows, a_real = _with_features(a_file)
+        b_rows, b_real = (a_rows, a_real) if b_file == a_file else _with_features(b_file)
+        a.update({prefix + pair: row for pair, row in _select(a_rows, method_a, k, a_file).items()})
+        b.update({prefix + pair: row for pair, row in _select(b_rows, method_b, k, b_file).items()})
+        if reals is None or a_real is None or b_real is None:
             reals = None
+            continue
+        if a_real.shape != b_real.shape or not np.allclose(a_real, b_real, atol=1e-5):
+            raise FewShotError(f"{a_file} and {b_file} judge realism against different real photos (or "
+                               "features); compare runs made with the same --seed, data and --realism.")
+        reals.append(a_real)
     return a, b, reals
 
 
@@ -218,14 +218,15 @@ def realism_difference(a: dict[str, dict], b: dict[str, dict], reals: Sequence[n
     figure is the mean of the per-draw differences. Only pairs where both outputs have a face count."""
     rng = np.random.default_rng(seed)
     per_draw, boot, a_fd, b_fd, n = [], np.zeros(draws), [], [], 0
+    rendered = [p for p in sorted(set(a) & set(b), key=_pair_order)
+                if a[p].get("feature") is not None and b[p].get("feature") is not None]
     for d, real in enumerate(reals):
-        both = [p for p in sorted(set(a) & set(b), key=_pair_order) if _draw_of(p) == d
-                and a[p].get("feature") is not None and b[p].get("feature") is not None]
+        both = [p for p in rendered if _draw_of(p) == d]
         if len(both) < 2:
             return None
         xa = np.stack([a[p]["feature"] for p in both])
         xb = np.stack([b[p]["feature"] for p in both])
-        fd = _FrechetToReal(real)
+        fd = FrechetReference(real)
         a_fd.append(fd(xa))
         b_fd.append(fd(xb))
         per_draw.append(b_fd[-1] - a_fd[-1])
@@ -237,22 +238,6 @@ def realism_difference(a: dict[str, dict], b: dict[str, dict], reals: Sequence[n
     return {"n": n, "a": round(float(np.mean(a_fd)), 4), "b": round(float(np.mean(b_fd)), 4),
             "diff": round(float(np.mean(per_draw)), 4), "per_draw": [round(x, 4) for x in per_draw],
             "ci95": [round(float(np.percentile(boot, 2.5)), 4), round(float(np.percentile(boot, 97.5)), 4)]}
-
-
-class _FrechetToReal:
-    """`frechet_distance(x, real)` with the real set's statistics and square root computed once, since the
-    bootstrap takes thousands of distances to the same real set."""
-
-    def __init__(self, real: np.ndarray) -> None:
-        self.mu, cov = feature_stats(real)
-        self.sqrt = psd_sqrt(cov)
-        self.trace = float(np.trace(cov))
-
-    def __call__(self, x: np.ndarray) -> float:
-        mu, cov = feature_stats(x)
-        middle = self.sqrt @ cov @ self.sqrt
-        cross = float(np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2.0), 0.0, None)).sum())
-        return max(float(((mu - self.mu) ** 2).sum() + np.trace(cov) + self.trace - 2.0 * cross), 0.0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -88,6 +88,11 @@ class GeneratorConfig:
         """The fields that build the network (all but the free-form notes): equal ones load each other's weights."""
         return {k: v for k, v in self.to_dict().items() if k != "extra"}
 
+    def architecture_changes(self, other: "GeneratorConfig") -> list[str]:
+        """The architecture fields in which `other` differs (empty: each loads the other's weights)."""
+        mine, theirs = self.architecture(), other.architecture()
+        return sorted(k for k in mine if mine[k] != theirs.get(k))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -27,8 +27,8 @@ def average_generators(a: Path, b: Path, weight_b: float, out: Path) -> Path:
     if not 0.0 <= weight_b <= 1.0:
         raise FewShotError(f"--weight must lie in [0, 1] (the share of B), got {weight_b}.")
     first, second = load_generator(a), load_generator(b)  # float32; clear errors for missing or foreign files
-    if first.config.architecture() != second.config.architecture():
-        changed = sorted(k for k, v in first.config.architecture().items() if second.config.architecture().get(k) != v)
+    changed = first.config.architecture_changes(second.config)
+    if changed:
         raise WeightsMismatchError(f"{a} and {b} have different architectures ({changed}); only generators of one "
                                    "architecture can be averaged.")
     theirs = second.state_dict()

@@ -134,9 +134,8 @@ class Trainer:
             raise ValueError(f"{self.run_dir} already holds a checkpoint at step {self.step}; it resumes from that, "
                              "so --init-generator is not needed (or use another --run-dir)")
         source = load_generator(path, device=self.device)
-        mine, theirs = self.gen_config.architecture(), source.config.architecture()
-        if mine != theirs:
-            changed = sorted(k for k in mine if mine[k] != theirs.get(k))
+        changed = self.gen_config.architecture_changes(source.config)
+        if changed:
             raise WeightsMismatchError(f"{path} was built with other generator settings ({changed}) than this run")
         self.generator.load_state_dict(source.state_dict())
         if self.generator_ema is not None:
