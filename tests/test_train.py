@@ -341,6 +341,29 @@ def test_discriminator_warmup_freezes_the_generator_then_hands_over(prepared, tm
     assert any(not torch.equal(gen_before[k], v) for k, v in resumed.generator.state_dict().items())
 
 
+def test_frozen_generator_levels_keep_their_weights_through_training_and_resume(prepared, tmp_path):
+    """freeze_generator: the named modules leave training (and the export) unchanged; the rest still learn."""
+    data, _ = prepared
+    frozen = ["up.3", "head"]  # the smoke generator has n_down 3: up.3 is its full-resolution level
+    cfg = TrainConfig.load("cpu_smoke", {"steps": 2, "freeze_generator": frozen, "g_ema": 0.9})
+    trainer = Trainer(cfg, data, tmp_path / "run")
+    before = {k: v.clone() for k, v in trainer.generator.state_dict().items()}
+    trainer.train()
+    resumed = Trainer(TrainConfig.load("cpu_smoke", {**cfg.to_dict(), "steps": 3}), data, tmp_path / "run")
+    assert resumed.step == 2
+    resumed.train()
+    exported = load_generator(resumed.export(tmp_path / "frozen.safetensors"), device="cpu",
+                              dtype=torch.float32).state_dict()
+    for name, value in resumed.generator.state_dict().items():
+        is_frozen = any(name.startswith(prefix + ".") for prefix in frozen)
+        assert torch.equal(before[name], value) == is_frozen, name
+        if is_frozen:  # the fp16 export of the weight average holds the starting values too
+            assert torch.equal(exported[name], before[name].half().float()), name
+
+    with pytest.raises(ValueError, match="'up.9' names no generator parameter"):
+        Trainer(TrainConfig.load("cpu_smoke", {"freeze_generator": ["up.9"]}), data, tmp_path / "typo")
+
+
 def test_landmark_lowpass_blurs_what_the_judge_sees(labelled, tmp_path, monkeypatch):
     """landmark_lowpass feeds the judge 3x3-blurred crops (source and output alike), and still trains."""
     from fewshot_core.parsing.mapper import default_parser_path

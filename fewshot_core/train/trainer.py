@@ -64,6 +64,26 @@ def run_dir_for(name: str) -> Path:
     return cache_root() / "runs" / name
 
 
+def trainable_parameters(model: torch.nn.Module, frozen_prefixes: list[str]) -> list[torch.nn.Parameter]:
+    """The parameters an optimiser should train: all but those under `frozen_prefixes` (which are switched to
+    requires_grad False, so no gradient is kept for them). A prefix that names no parameter is a typo: refused."""
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in frozen_prefixes:
+        if not any(name == prefix or name.startswith(prefix + ".") for name in names):
+            tops = sorted({name.split(".")[0] for name in names})
+            raise ValueError(f"freeze_generator: {prefix!r} names no generator parameter; "
+                             f"give module paths such as 'up.4' or 'head' (top-level modules: {tops})")
+    trainable = []
+    for name, param in model.named_parameters():
+        frozen = any(name == prefix or name.startswith(prefix + ".") for prefix in frozen_prefixes)
+        param.requires_grad_(not frozen)
+        if not frozen:
+            trainable.append(param)
+    if not trainable:
+        raise ValueError("freeze_generator freezes every generator parameter; nothing would train")
+    return trainable
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, data_dir: Path, run_dir: Path | None = None) -> None:
         self.cfg = cfg
@@ -99,7 +119,8 @@ class Trainer:
                      *map(judge_path, cfg.landmark_judges_extra)]
             self.judges = [load_judge(path, self.device) for path in paths]
         self.judge = self.judges[0] if self.judges else None
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
+        self.opt_g = torch.optim.Adam(trainable_parameters(self.generator, cfg.freeze_generator), lr=cfg.lr_g,
+                                      betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas)
         self.step = 0
         self.images_seen = 0
