@@ -364,6 +364,21 @@ def test_frozen_generator_levels_keep_their_weights_through_training_and_resume(
         Trainer(TrainConfig.load("cpu_smoke", {"freeze_generator": ["up.9"]}), data, tmp_path / "typo")
 
 
+def test_every_committed_config_loads_and_freezes_only_modules_its_generator_has():
+    """A config's typo should fail here, not minutes into a run on a GPU slot."""
+    from fewshot_core.generator import FewShotGenerator, GeneratorConfig
+    from fewshot_core.train.config import CONFIG_DIR
+    from fewshot_core.train.trainer import trainable_parameters
+
+    names = sorted(path.stem for path in CONFIG_DIR.glob("*.json"))
+    assert "cpu_finetune7" in names
+    for name in names:
+        cfg = TrainConfig.load(name)
+        generator = FewShotGenerator(GeneratorConfig(resolution=cfg.resolution, **cfg.generator))
+        trained = trainable_parameters(generator, cfg.freeze_generator)
+        assert (len(trained) < len(list(generator.parameters()))) == bool(cfg.freeze_generator), name
+
+
 def test_landmark_lowpass_blurs_what_the_judge_sees(labelled, tmp_path, monkeypatch):
     """landmark_lowpass feeds the judge 3x3-blurred crops (source and output alike), and still trains."""
     from fewshot_core.parsing.mapper import default_parser_path
