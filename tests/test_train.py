@@ -360,6 +360,8 @@ def test_frozen_generator_levels_keep_their_weights_through_training_and_resume(
         if is_frozen:  # the fp16 export of the weight average holds the starting values too
             assert torch.equal(exported[name], before[name].half().float()), name
 
+    with pytest.raises(ValueError, match="resume with the same list"):
+        Trainer(TrainConfig.load("cpu_smoke", {"steps": 4}), data, tmp_path / "run")
     with pytest.raises(ValueError, match="'up.9' names no generator parameter"):
         Trainer(TrainConfig.load("cpu_smoke", {"freeze_generator": ["up.9"]}), data, tmp_path / "typo")
 

@@ -64,9 +64,9 @@ class TrainConfig:
     # Decay of an exponential moving average of the generator's weights (0: off). When on, the average is what
     # samples and exports use: Adam without momentum (betas[0] = 0) leaves the raw weights noisy step to step.
     g_ema: float = 0.0
-    # Generator parameter-name prefixes that keep their starting values (e.g. ["up.3", "up.4", "head"]: the
-    # 64 and 128 px decoder levels). A fine-tune that should move geometry but not the rendered texture trains
-    # only the coarse levels; frozen parameters get no optimiser state and no weight decay.
+    # Generator module paths that keep their starting values (e.g. ["up.4", "head"]: the 128 px decoder level).
+    # A fine-tune that should move geometry but not the rendered texture leaves the finest level alone; frozen
+    # parameters get no gradient and no optimiser state. A run must resume with the list it started with.
     freeze_generator: list[str] = field(default_factory=list)
     disc_scales: int = 2
     # Average the adversarial losses over the face region only: outside it the composite is the real crop, so

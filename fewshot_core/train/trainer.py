@@ -64,18 +64,22 @@ def run_dir_for(name: str) -> Path:
     return cache_root() / "runs" / name
 
 
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
 def trainable_parameters(model: torch.nn.Module, frozen_prefixes: list[str]) -> list[torch.nn.Parameter]:
     """The parameters an optimiser should train: all but those under `frozen_prefixes` (which are switched to
     requires_grad False, so no gradient is kept for them). A prefix that names no parameter is a typo: refused."""
-    names = [name for name, _ in model.named_parameters()]
+    named = list(model.named_parameters())
     for prefix in frozen_prefixes:
-        if not any(name == prefix or name.startswith(prefix + ".") for name in names):
-            tops = sorted({name.split(".")[0] for name in names})
+        if not any(_under(name, prefix) for name, _ in named):
+            tops = sorted({name.split(".")[0] for name, _ in named})
             raise ValueError(f"freeze_generator: {prefix!r} names no generator parameter; "
                              f"give module paths such as 'up.4' or 'head' (top-level modules: {tops})")
     trainable = []
-    for name, param in model.named_parameters():
-        frozen = any(name == prefix or name.startswith(prefix + ".") for prefix in frozen_prefixes)
+    for name, param in named:
+        frozen = any(_under(name, prefix) for prefix in frozen_prefixes)
         param.requires_grad_(not frozen)
         if not frozen:
             trainable.append(param)
@@ -130,6 +134,11 @@ class Trainer:
         self.seconds = 0.0
         checkpoint = self.run_dir / "checkpoint"
         if (checkpoint / "state.json").is_file():
+            saved = json.loads((checkpoint / "state.json").read_text())["state"].get("config", {})
+            if saved.get("freeze_generator", []) != cfg.freeze_generator:  # the optimiser's state would not fit
+                raise ValueError(f"{checkpoint} was trained with freeze_generator {saved.get('freeze_generator', [])}"
+                                 f" but this config freezes {cfg.freeze_generator}; resume with the same list, "
+                                 "or start a new --run-dir")
             modules = self._modules()
             starts_average = "generator_ema" in modules and "generator_ema" not in saved_module_names(checkpoint)
             if starts_average:  # a run that switches the average on part-way: it starts at the resumed weights
