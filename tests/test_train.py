@@ -322,6 +322,7 @@ def test_a_bare_judge_name_lies_in_the_judges_cache_folder(tmp_path, monkeypatch
     assert judge_path(tmp_path / "j.safetensors") == tmp_path / "j.safetensors"
     assert judge_path("~/j.safetensors") == Path.home() / "j.safetensors"
 
+
 def test_discriminator_warmup_freezes_the_generator_then_hands_over(prepared, tmp_path):
     """d_warmup_steps: the first steps move only the discriminator; later steps train both."""
     data, _ = prepared

@@ -9,17 +9,17 @@ records both inputs (path, sha256 and run record) and the weight, so the file sa
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 from ..errors import FewShotError, WeightsMismatchError
 from ..generator import GeneratorConfig, load_generator, save_generator
+from ..models.download import sha256_of
 
 
 def _record(path: Path, cfg: GeneratorConfig) -> dict:
-    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "run": cfg.extra}
+    return {"path": str(path), "sha256": sha256_of(path), "run": cfg.extra}
 
 
 def average_generators(a: Path, b: Path, weight_b: float, out: Path) -> Path:

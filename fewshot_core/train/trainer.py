@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from ..generator import FewShotGenerator, GeneratorConfig, load_generator, save_
 from ..generator.degrade import random_degrade
 from ..imageio import save_image
 from ..models import require_part
+from ..models.download import sha256_of
 from ..paths import cache_root
 from ..parsing.classes import PARSE_CLASSES
 from ..parsing.mapper import default_parser_path
@@ -170,7 +170,7 @@ class Trainer:
         self.generator.load_state_dict(source.state_dict())
         if self.generator_ema is not None:
             self.generator_ema.load_state_dict(source.state_dict())
-        self.init_from = {"init_from": str(path), "init_sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+        self.init_from = {"init_from": str(path), "init_sha256": sha256_of(Path(path)),
                           "init_run": source.config.extra}
 
     def _modules(self) -> dict[str, torch.nn.Module]:
