@@ -5,7 +5,8 @@ Why: fine-tunes that start from the same exported generator (or a fine-tune and 
 basin of the loss, so the average of their weights behaves like a model between them, often better than either
 on the figures each trades away ("model soups"; WiSE-FT). Runs of one recipe that differ only in their seed share
 what the recipe teaches and differ in the noise of their batches, so their average keeps the first and shrinks
-the second. It costs no training. The average is taken in float32 and written in the export's fp16; all files
+the second (for the `cpu_finetune7` fine-tune this did not lower its realism cost: docs/EVALUATION.md, sixth
+session of 2026-12-07). It costs no training. The average is taken in float32 and written in the export's fp16; all files
 must have the same architecture. The output's metadata records every input (path, sha256, run record, share), so
 the file says how it was made.
 """
@@ -47,10 +48,10 @@ def _shares(count: int, weight_b: float | None, weights: Sequence[float] | None)
     return [w / total for w in weights]
 
 
-def average_generators(paths: Sequence[Path], out: Path, weight_b: float | None = None,
-                       weights: Sequence[float] | None = None) -> Path:
-    """Write sum_i share_i * input_i to `out` (fp16), with every input recorded in its metadata."""
-    shares = _shares(len(paths), weight_b, weights)
+def average_generators(paths: Sequence[Path], out: Path, weights: Sequence[float] | None = None) -> Path:
+    """Write sum_i share_i * input_i to `out` (fp16; shares are `weights` normalised, uniform by default), with
+    every input recorded in its metadata."""
+    shares = _shares(len(paths), None, weights)
     models = [load_generator(path) for path in paths]  # float32; clear errors for missing or foreign files
     first = models[0]
     for path, model in zip(paths[1:], models[1:]):
