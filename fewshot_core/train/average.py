@@ -62,8 +62,7 @@ def average_generators(paths: Sequence[Path], out: Path, weights: Sequence[float
     states = [model.state_dict() for model in models]
     first.load_state_dict({k: sum(share * state[k] for share, state in zip(shares, states))
                            if v.is_floating_point() else v for k, v in states[0].items()})
-    labels = [chr(ord("A") + i) for i in range(len(paths))] if len(paths) <= 26 else \
-        [str(i + 1) for i in range(len(paths))]
+    labels = [chr(ord("A") + i) if i < 26 else str(i + 1) for i in range(len(paths))]
     cfg = GeneratorConfig.from_dict({**first.config.to_dict(), "extra": {
         "weights": "average: " + " + ".join(f"{share:g} x {label}" for share, label in zip(shares, labels)),
         **{label: _record(Path(path), model.config, share)
