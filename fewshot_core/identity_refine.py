@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .embed import FaceEmbedder
-from .generator import FewShotGenerator
+from .generator import FewShotGenerator, SourceCondition
 
 REFINE_LR = 0.02
 """Adam's step on the unit code (each of its 128 coordinates is about 0.09 in size); chosen on the
@@ -51,12 +51,12 @@ def autograd_ready(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def _render(generator: FewShotGenerator, embedder: FaceEmbedder, degraded: torch.Tensor, structure: torch.Tensor,
-            crops: torch.Tensor, landmarks5: torch.Tensor, code: torch.Tensor,
+def _render(generator: FewShotGenerator, embedder: FaceEmbedder, condition: SourceCondition, crops: torch.Tensor,
+            landmarks5: torch.Tensor, code: torch.Tensor,
             target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(generated, mask, FaceNet cosine [N] of the generated face composited into its crop to `target`)."""
     dtype = next(generator.parameters()).dtype
-    rgb, mask = generator(degraded.to(dtype), structure.to(dtype), F.normalize(code, dim=1).to(dtype))
+    rgb, mask = generator.render(condition, F.normalize(code, dim=1).to(dtype))
     rgb, mask = rgb.float(), mask.float()
     composite = mask * rgb + (1 - mask) * crops.float()
     embedding = embedder.embed_crops(embedder.align(composite, landmarks5.float()))
@@ -94,6 +94,9 @@ def refine_identity_code(
 def _refine(generator: FewShotGenerator, embedder: FaceEmbedder, degraded: torch.Tensor, structure: torch.Tensor,
             crops: torch.Tensor, landmarks5: torch.Tensor, target: torch.Tensor, steps: int, lr: float,
             check_interrupt: Callable[[], None] | None, dtype: torch.dtype) -> RefinedCode:
+    dtype_g = next(generator.parameters()).dtype
+    with torch.no_grad():  # the identity-free part of the generator, computed once for every step
+        condition = generator.condition(degraded.to(dtype_g), structure.to(dtype_g))
     z = target.clone().requires_grad_(True)
     optimiser = torch.optim.Adam([z], lr=lr)
     cosine_before = None
@@ -101,7 +104,7 @@ def _refine(generator: FewShotGenerator, embedder: FaceEmbedder, degraded: torch
         for _ in range(steps):
             if check_interrupt is not None:
                 check_interrupt()
-            _, _, cosine = _render(generator, embedder, degraded, structure, crops, landmarks5, z, target)
+            _, _, cosine = _render(generator, embedder, condition, crops, landmarks5, z, target)
             if cosine_before is None:
                 cosine_before = cosine.detach()
             (grad,) = torch.autograd.grad((1 - cosine).sum(), z)
@@ -109,8 +112,7 @@ def _refine(generator: FewShotGenerator, embedder: FaceEmbedder, degraded: torch
             optimiser.step()
     refined = F.normalize(z.detach(), dim=1)
     with torch.no_grad():
-        rgb, mask, cosine_after = _render(generator, embedder, degraded, structure, crops, landmarks5, refined,
-                                          target)
+        rgb, mask, cosine_after = _render(generator, embedder, condition, crops, landmarks5, refined, target)
     if cosine_before is None:
         cosine_before = cosine_after
     return RefinedCode(refined.to(dtype), rgb, mask, cosine_before.cpu(), cosine_after.cpu())

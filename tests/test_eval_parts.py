@@ -101,6 +101,18 @@ def test_a_missing_data_folder_is_named_with_its_fix(tmp_path):
         list_dataset(tmp_path, "celeba299")
     assert list_dataset(tmp_path, "lfw") == []
 
+def test_benchmark_without_its_photo_names_the_fix(tmp_path, monkeypatch, capsys):
+    """The stage benchmark's default photo follows FEWSHOT_DATA_DIR, and a missing one is an error line, not a
+    traceback (the `python -m fewshot_core.eval` dispatcher turns every FewShotError into one)."""
+    from fewshot_core.eval.__main__ import main
+
+    monkeypatch.setenv("FEWSHOT_DATA_DIR", str(tmp_path / "nowhere"))
+    assert main(["bench", "--repeats", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the benchmark photo ") and str(tmp_path / "nowhere" / "lfw") in err
+    assert "--photo" in err and "FEWSHOT_DATA_DIR" in err and "Traceback" not in err
+
+
 # --- dlib recogniser -----------------------------------------------------------
 
 def _lfw_pairs(kind: str, n: int) -> list[tuple[tuple[str, int], tuple[str, int]]]:

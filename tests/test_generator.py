@@ -69,6 +69,35 @@ def test_identity_and_structure_both_change_the_output(small):
     assert float((base - other_struct).abs().mean()) > 1e-3
 
 
+@pytest.mark.parametrize("keep_modulations", [True, False])
+def test_one_condition_renders_every_identity_as_forward_does(small, keep_modulations):
+    """The identity refinement computes the identity-free part once and renders ten codes from it."""
+    cfg, model = small
+    source, structure, identity = _inputs(cfg)
+    with torch.no_grad():
+        condition = model.condition(source, structure, keep_modulations)
+        assert (condition.modulations is not None) == keep_modulations
+        for code in (identity, identity.flip(0), identity * 0.5):
+            rendered = model.render(condition, code)
+            direct = model(source, structure, code)
+            assert all(torch.equal(a, b) for a, b in zip(rendered, direct))
+    with pytest.raises(InputShapeError, match=r"identity.*\[2, 128\].*got \[1, 128\]"):
+        model.render(condition, identity[:1])
+    with pytest.raises(InputShapeError, match="structure"):
+        model.condition(source, structure[:, :3])
+
+
+def test_gradients_reach_the_identity_through_render(small):
+    cfg, model = small
+    source, structure, identity = _inputs(cfg)
+    with torch.no_grad():
+        condition = model.condition(source, structure)
+    code = identity.clone().requires_grad_(True)
+    rgb, mask = model.render(condition, code)
+    (grad,) = torch.autograd.grad(rgb.mean() + mask.mean(), code)
+    assert float(grad.abs().max()) > 0
+
+
 def test_bfloat16_model_keeps_the_contract(small):
     cfg, model = small
     source, structure, identity = _inputs(cfg)

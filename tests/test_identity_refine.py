@@ -24,15 +24,21 @@ def random_model(model_dir, random_generator_file):
     return SwapModel.load(random_generator_file, model_dir=model_dir)
 
 
+def _random_faces(generator, count: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """(crops, degraded, structure, landmarks, code) for `count` random faces at the generator's size."""
+    size = generator.config.resolution
+    torch.manual_seed(seed)
+    crops = torch.rand(count, 3, size, size)
+    degraded = F.interpolate(F.interpolate(crops, size=16, mode="area"), size=size, mode="bilinear")
+    structure = torch.softmax(torch.randn(count, generator.config.struct_channels, size, size), dim=1)
+    landmarks = template_pixels(SWAP_TEMPLATE, size)[None].expand(count, -1, -1).clone()
+    code = F.normalize(torch.randn(count, generator.config.id_dim), dim=1)
+    return crops, degraded, structure, landmarks, code
+
+
 def test_refining_faces_together_is_refining_each_alone(random_model):
     generator, embedder = random_model.generator, random_model.embedder
-    size = generator.config.resolution
-    torch.manual_seed(0)
-    crops = torch.rand(2, 3, size, size)
-    degraded = F.interpolate(F.interpolate(crops, size=16, mode="area"), size=size, mode="bilinear")
-    structure = torch.softmax(torch.randn(2, generator.config.struct_channels, size, size), dim=1)
-    landmarks = template_pixels(SWAP_TEMPLATE, size)[None].expand(2, -1, -1).clone()
-    code = F.normalize(torch.randn(2, generator.config.id_dim), dim=1)
+    crops, degraded, structure, landmarks, code = _random_faces(generator, 2, seed=0)
     both = refine_identity_code(generator, embedder, degraded, structure, crops, landmarks, code, steps=1)
     for i in range(2):
         one = slice(i, i + 1)
@@ -44,6 +50,26 @@ def test_refining_faces_together_is_refining_each_alone(random_model):
         assert torch.allclose(both.generated[one], alone.generated, atol=1e-4)
     assert torch.allclose(both.code.norm(dim=1), torch.ones(2), atol=1e-5)  # still a unit code
     assert float((both.code - code).abs().max()) > 1e-3  # and it moved
+
+
+def test_refinement_equals_rendering_every_step_from_scratch(random_model):
+    """The refinement reuses the generator's identity-free part across steps; the codes it finds are the ones
+    a loop that runs the whole generator at every step finds, to the bit."""
+    generator, embedder = random_model.generator, random_model.embedder
+    crops, degraded, structure, landmarks, code = _random_faces(generator, 1, seed=1)
+    refined = refine_identity_code(generator, embedder, degraded, structure, crops, landmarks, code, steps=3)
+
+    z = code.clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([z], lr=0.02)
+    for _ in range(3):
+        rgb, mask = generator(degraded, structure, F.normalize(z, dim=1))
+        composite = mask * rgb + (1 - mask) * crops
+        cosine = (embedder.embed_crops(embedder.align(composite, landmarks)) * code).sum(1)
+        (z.grad,) = torch.autograd.grad((1 - cosine).sum(), z)
+        optimiser.step()
+    assert torch.equal(refined.code, F.normalize(z.detach(), dim=1))
+    with torch.no_grad():
+        assert torch.equal(refined.generated, generator(degraded, structure, refined.code)[0])
 
 
 def test_refinement_runs_in_comfyuis_inference_mode_and_changes_only_the_face(model_dir, random_generator_file,

@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from ..errors import FewShotError
+
 COMMANDS = {
     "lfw": "fewshot_core.eval.lfw",
     "detect": "fewshot_core.eval.detection",
@@ -21,7 +23,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: python -m fewshot_core.eval {{{','.join(COMMANDS)}}} [options]", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[argv[0]])
-    return int(module.main(argv[1:]) or 0)
+    try:
+        return int(module.main(argv[1:]) or 0)
+    except FewShotError as exc:  # a missing photo, model file or data folder: its message names the fix
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from ..align import SWAP_TEMPLATE, estimate_similarity, template_pixels, transform_points, warp_to_crop
 from ..detect import order_faces
+from ..errors import FewShotError
 from ..generator import GeneratorConfig, degrade_for_inference, random_generator
 from ..identity_refine import refine_identity_code
 from ..imageio import load_image
@@ -25,8 +26,10 @@ from ..paste import color_match, paste_back, photo_detail
 from ..pipeline import SwapModel, SwapSettings
 from ..structure_lock import LOCK_DETAIL
 from ..weights import default_generator_path
+from .split import default_data_root
 
-DEFAULT_PHOTO = Path(__file__).resolve().parents[3] / "shared/data/lfw/Aaron_Eckhart/Aaron_Eckhart_0001.jpg"
+DEFAULT_PHOTO = Path("lfw/Aaron_Eckhart/Aaron_Eckhart_0001.jpg")
+"""Under the shared data folder (`FEWSHOT_DATA_DIR`, else ../shared/data), unless `--photo` names another."""
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
@@ -42,18 +45,23 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fewshot_core.eval bench")
-    parser.add_argument("--photo", type=Path, default=DEFAULT_PHOTO, help="a photo with one face")
+    parser.add_argument("--photo", type=Path, default=None,
+                        help=f"a photo with one face (default: {DEFAULT_PHOTO} in the shared data folder)")
     parser.add_argument("--size", type=int, default=1024, help="the photo is resized to this width and height")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
+    photo = args.photo or default_data_root() / DEFAULT_PHOTO
+    if not photo.is_file():
+        raise FewShotError(f"the benchmark photo {photo} does not exist. Fix: pass --photo PATH (a photo with one "
+                           "face), or set FEWSHOT_DATA_DIR to the shared data folder.")
     torch.set_num_threads(args.threads)
     gen_path = default_generator_path()
     model = SwapModel.load(gen_path if gen_path.is_file() else None)
     if model.generator is None:
         model.generator = random_generator(GeneratorConfig(), seed=0).eval()
     config = model.generator.config
-    image = F.interpolate(load_image(args.photo), size=(args.size, args.size), mode="bilinear", antialias=True)
+    image = F.interpolate(load_image(photo), size=(args.size, args.size), mode="bilinear", antialias=True)
     identity = model.encode_identity([image[0]])
     stages: dict[str, float] = {}
     with torch.no_grad():

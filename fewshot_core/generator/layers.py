@@ -63,9 +63,17 @@ class SPADE(nn.Module):
             nn.init.zeros_(self.style.weight)
             nn.init.zeros_(self.style.bias)
 
-    def forward(self, x: Tensor, structure: Tensor, style: Tensor | None = None) -> Tensor:
-        s = resize_structure(structure, (x.shape[-2], x.shape[-1]))
-        gamma, beta = self.gamma_beta(self.shared(s)).chunk(2, dim=1)
+    def modulation(self, structure: Tensor, size: tuple[int, int]) -> Tensor:
+        """Per-pixel (gamma, beta) [B, 2C, h, w] from the structure map alone: no identity in it, so a
+        caller that renders one source under several identity codes computes it once."""
+        return self.gamma_beta(self.shared(resize_structure(structure, size)))
+
+    def forward(self, x: Tensor, structure: Tensor | None, style: Tensor | None = None,
+                modulation: Tensor | None = None) -> Tensor:
+        """`modulation`, when given, is `self.modulation(structure, x's size)` computed earlier."""
+        if modulation is None:
+            modulation = self.modulation(structure, (x.shape[-2], x.shape[-1]))
+        gamma, beta = modulation.chunk(2, dim=1)
         if self.style is not None and style is not None:
             g, b = self.style(style).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
             gamma, beta = gamma + g, beta + b
@@ -102,7 +110,13 @@ class SPADEResBlock(nn.Module):
         self.shortcut = (nn.Conv2d(in_channels, out_channels, 1, bias=False)
                          if in_channels != out_channels else nn.Identity())
 
-    def forward(self, x: Tensor, structure: Tensor, style: Tensor | None = None) -> Tensor:
-        dx = self.conv1(F.leaky_relu(self.norm1(x, structure, style), _SLOPE))
-        dx = self.conv2(F.leaky_relu(self.norm2(dx, structure, style), _SLOPE))
+    def modulations(self, structure: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Both norms' structure modulations at this block's size (see `SPADE.modulation`)."""
+        return self.norm1.modulation(structure, size), self.norm2.modulation(structure, size)
+
+    def forward(self, x: Tensor, structure: Tensor | None, style: Tensor | None = None,
+                modulations: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        m1, m2 = modulations if modulations is not None else (None, None)
+        dx = self.conv1(F.leaky_relu(self.norm1(x, structure, style, m1), _SLOPE))
+        dx = self.conv2(F.leaky_relu(self.norm2(dx, structure, style, m2), _SLOPE))
         return self.shortcut(x) + dx

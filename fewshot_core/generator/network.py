@@ -10,13 +10,15 @@ source keeps after degradation. Heads: RGB (sigmoid) and a soft blend mask.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputShapeError
 from .config import GeneratorConfig
-from .layers import AdaINResBlock, SPADEResBlock, resize_structure
+from .layers import AdaINResBlock, SPADEResBlock
 
 _SLOPE = 0.2
 
@@ -79,15 +81,17 @@ class FewShotGenerator(nn.Module):
         return self.config
 
     # ------------------------------------------------------------------ checks
-    def _check_inputs(self, source: Tensor, structure: Tensor, identity: Tensor) -> None:
+    def _check_inputs(self, source: Tensor, structure: Tensor, identity: Tensor | None = None) -> None:
+        """Shapes, dtypes and batch sizes of the inputs (`identity` None: `condition`, which takes none)."""
         cfg = self.config
         r, n = cfg.resolution, cfg.struct_channels
         b = source.shape[0] if isinstance(source, Tensor) and source.ndim == 4 else None
         expected = {
             "source": (source, (3, r, r), f"[B, 3, {r}, {r}] (the degraded source crop in [0, 1])"),
             "structure": (structure, (n, r, r), f"[B, {n}, {r}, {r}] (the structure map)"),
-            "identity": (identity, (cfg.id_dim,), f"[B, {cfg.id_dim}] (the identity embedding)"),
         }
+        if identity is not None:
+            expected["identity"] = (identity, (cfg.id_dim,), f"[B, {cfg.id_dim}] (the identity embedding)")
         for name, (t, tail, text) in expected.items():
             if not isinstance(t, Tensor) or t.ndim != len(tail) + 1 or tuple(t.shape[1:]) != tail:
                 got = list(t.shape) if isinstance(t, Tensor) else type(t).__name__
@@ -103,33 +107,76 @@ class FewShotGenerator(nn.Module):
     # ----------------------------------------------------------------- forward
     def forward(self, source: Tensor, structure: Tensor, identity: Tensor) -> tuple[Tensor, Tensor]:
         self._check_inputs(source, structure, identity)
+        return self.render(self.condition(source, structure, keep_modulations=False), identity)
+
+    def condition(self, source: Tensor, structure: Tensor, keep_modulations: bool = True) -> "SourceCondition":
+        """Everything the generator computes from the source and its structure map alone: the encoder's
+        features, the skip terms and every SPADE modulation. None of it depends on the identity, so the
+        identity refinement, which renders one source under ten codes, computes it once (`render`).
+
+        `keep_modulations` False leaves the SPADE modulations to `render`, block by block, so a single
+        pass holds no more at once than it needs (a few MB a face at 128 px)."""
+        self._check_inputs(source, structure)
         out_dtype = source.dtype
         dtype = self.head.weight.dtype
         source, structure = source.to(dtype), structure.to(dtype)
-        identity = F.normalize(identity.float(), dim=1).to(dtype)
-
-        style = self.mlp(identity)
         x = F.leaky_relu(self.stem(torch.cat([source, structure], dim=1)), _SLOPE)
         feats = [x]
         for block in self.down:
             x = block(x)
             feats.append(x)
-        for block in self.bottleneck:
-            x = block(x, style)
-
         n_down = self.config.n_down
+        skips: dict[int, Tensor] = {}
+        modulations: list[tuple[Tensor, Tensor]] | None = [] if keep_modulations else None
         for i, block in enumerate(self.up):
             level = n_down - i
             if str(level) in self.skips:
-                x = x + self.skips[str(level)](feats[level])
-            s = resize_structure(structure, (x.shape[-2], x.shape[-1]))
-            x = block(x, s, style)
+                skips[level] = self.skips[str(level)](feats[level])
+            if modulations is not None:
+                modulations.append(block.modulations(structure, (feats[level].shape[-2], feats[level].shape[-1])))
+        return SourceCondition(bottom=x, skips=skips, structure=structure, modulations=modulations,
+                               out_dtype=out_dtype)
+
+    def render(self, condition: "SourceCondition", identity: Tensor) -> tuple[Tensor, Tensor]:
+        """The face for `identity` [B, id_dim] from a `condition` of the same batch; equal to `forward`."""
+        b = condition.bottom.shape[0]
+        if not isinstance(identity, Tensor) or tuple(identity.shape) != (b, self.config.id_dim):
+            got = list(identity.shape) if isinstance(identity, Tensor) else type(identity).__name__
+            raise InputShapeError(
+                f"Generator input 'identity' must have shape [{b}, {self.config.id_dim}] (one identity embedding "
+                f"per source crop), got {got}.")
+        dtype = self.head.weight.dtype
+        style = self.mlp(F.normalize(identity.float(), dim=1).to(dtype))
+        x = condition.bottom
+        for block in self.bottleneck:
+            x = block(x, style)
+        n_down = self.config.n_down
+        for i, block in enumerate(self.up):
+            level = n_down - i
+            if level in condition.skips:
+                x = x + condition.skips[level]
+            kept = condition.modulations
+            x = block(x, condition.structure, style, kept[i] if kept is not None else None)
             if level > 0:
                 x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         out = self.head(F.leaky_relu(x, _SLOPE))
         rgb = torch.sigmoid(out[:, :3])
         mask = torch.sigmoid(out[:, 3:4])
-        return rgb.to(out_dtype), mask.to(out_dtype)
+        return rgb.to(condition.out_dtype), mask.to(condition.out_dtype)
+
+
+@dataclass
+class SourceCondition:
+    """The identity-free part of one generator pass (`FewShotGenerator.condition`), in the generator's dtype:
+    the encoder's bottom features, the skip terms by level, the structure map, each decoder block's two SPADE
+    modulations (None: `render` computes them from the map), and the dtype the caller's source came in (the
+    outputs' dtype)."""
+
+    bottom: Tensor
+    skips: dict[int, Tensor]
+    structure: Tensor
+    modulations: list[tuple[Tensor, Tensor]] | None
+    out_dtype: torch.dtype
 
 
 def count_parameters(model: nn.Module) -> int:
