@@ -101,6 +101,7 @@ def test_a_missing_data_folder_is_named_with_its_fix(tmp_path):
         list_dataset(tmp_path, "celeba299")
     assert list_dataset(tmp_path, "lfw") == []
 
+
 def test_benchmark_without_its_photo_names_the_fix(tmp_path, monkeypatch, capsys):
     """The stage benchmark's default photo follows FEWSHOT_DATA_DIR, and a missing one is an error line, not a
     traceback (the `python -m fewshot_core.eval` dispatcher turns every FewShotError into one)."""
