@@ -81,42 +81,44 @@ class FewShotGenerator(nn.Module):
         return self.config
 
     # ------------------------------------------------------------------ checks
-    def _check_inputs(self, source: Tensor, structure: Tensor, identity: Tensor | None = None) -> None:
-        """Shapes, dtypes and batch sizes of the inputs (`identity` None: `condition`, which takes none)."""
+    def _check_inputs(self, batch: int | None, **inputs: Tensor) -> None:
+        """Shapes, dtypes and batch sizes of the named inputs (`source`, `structure`, `identity`); `batch` is the
+        source's batch size, or None to take it from `source`."""
         cfg = self.config
         r, n = cfg.resolution, cfg.struct_channels
-        b = source.shape[0] if isinstance(source, Tensor) and source.ndim == 4 else None
-        expected = {
-            "source": (source, (3, r, r), f"[B, 3, {r}, {r}] (the degraded source crop in [0, 1])"),
-            "structure": (structure, (n, r, r), f"[B, {n}, {r}, {r}] (the structure map)"),
+        source = inputs.get("source")
+        if batch is None and isinstance(source, Tensor) and source.ndim == 4:
+            batch = source.shape[0]
+        shapes = {
+            "source": ((3, r, r), f"[B, 3, {r}, {r}] (the degraded source crop in [0, 1])"),
+            "structure": ((n, r, r), f"[B, {n}, {r}, {r}] (the structure map)"),
+            "identity": ((cfg.id_dim,), f"[B, {cfg.id_dim}] (the identity embedding)"),
         }
-        if identity is not None:
-            expected["identity"] = (identity, (cfg.id_dim,), f"[B, {cfg.id_dim}] (the identity embedding)")
-        for name, (t, tail, text) in expected.items():
+        for name, t in inputs.items():
+            tail, text = shapes[name]
             if not isinstance(t, Tensor) or t.ndim != len(tail) + 1 or tuple(t.shape[1:]) != tail:
                 got = list(t.shape) if isinstance(t, Tensor) else type(t).__name__
                 raise InputShapeError(f"Generator input '{name}' must have shape {text}, got {got}.")
             if not t.is_floating_point():
                 raise InputShapeError(f"Generator input '{name}' must be a float tensor, got {t.dtype}.")
-            if b is not None and t.shape[0] != b:
+            if batch is not None and t.shape[0] != batch:
                 raise InputShapeError(
-                    f"Generator input '{name}' has batch size {t.shape[0]} but source has {b}; "
+                    f"Generator input '{name}' has batch size {t.shape[0]} but source has {batch}; "
                     "pass one structure map and one identity per source crop."
                 )
 
     # ----------------------------------------------------------------- forward
     def forward(self, source: Tensor, structure: Tensor, identity: Tensor) -> tuple[Tensor, Tensor]:
-        self._check_inputs(source, structure, identity)
         return self.render(self.condition(source, structure, keep_modulations=False), identity)
 
-    def condition(self, source: Tensor, structure: Tensor, keep_modulations: bool = True) -> "SourceCondition":
+    def condition(self, source: Tensor, structure: Tensor, keep_modulations: bool = True) -> SourceCondition:
         """Everything the generator computes from the source and its structure map alone: the encoder's
         features, the skip terms and every SPADE modulation. None of it depends on the identity, so the
         identity refinement, which renders one source under ten codes, computes it once (`render`).
 
         `keep_modulations` False leaves the SPADE modulations to `render`, block by block, so a single
         pass holds no more at once than it needs (a few MB a face at 128 px)."""
-        self._check_inputs(source, structure)
+        self._check_inputs(None, source=source, structure=structure)
         out_dtype = source.dtype
         dtype = self.head.weight.dtype
         source, structure = source.to(dtype), structure.to(dtype)
@@ -137,14 +139,9 @@ class FewShotGenerator(nn.Module):
         return SourceCondition(bottom=x, skips=skips, structure=structure, modulations=modulations,
                                out_dtype=out_dtype)
 
-    def render(self, condition: "SourceCondition", identity: Tensor) -> tuple[Tensor, Tensor]:
+    def render(self, condition: SourceCondition, identity: Tensor) -> tuple[Tensor, Tensor]:
         """The face for `identity` [B, id_dim] from a `condition` of the same batch; equal to `forward`."""
-        b = condition.bottom.shape[0]
-        if not isinstance(identity, Tensor) or tuple(identity.shape) != (b, self.config.id_dim):
-            got = list(identity.shape) if isinstance(identity, Tensor) else type(identity).__name__
-            raise InputShapeError(
-                f"Generator input 'identity' must have shape [{b}, {self.config.id_dim}] (one identity embedding "
-                f"per source crop), got {got}.")
+        self._check_inputs(condition.bottom.shape[0], identity=identity)
         dtype = self.head.weight.dtype
         style = self.mlp(F.normalize(identity.float(), dim=1).to(dtype))
         x = condition.bottom
