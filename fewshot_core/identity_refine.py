@@ -55,8 +55,7 @@ def _render(generator: FewShotGenerator, embedder: FaceEmbedder, condition: Sour
             landmarks5: torch.Tensor, code: torch.Tensor,
             target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(generated, mask, FaceNet cosine [N] of the generated face composited into its crop to `target`)."""
-    dtype = next(generator.parameters()).dtype
-    rgb, mask = generator.render(condition, F.normalize(code, dim=1).to(dtype))
+    rgb, mask = generator.render(condition, F.normalize(code, dim=1).to(condition.bottom.dtype))
     rgb, mask = rgb.float(), mask.float()
     composite = mask * rgb + (1 - mask) * crops.float()
     embedding = embedder.embed_crops(embedder.align(composite, landmarks5.float()))

@@ -147,12 +147,11 @@ class FewShotGenerator(nn.Module):
         x = condition.bottom
         for block in self.bottleneck:
             x = block(x, style)
-        n_down = self.config.n_down
+        n_down, kept = self.config.n_down, condition.modulations
         for i, block in enumerate(self.up):
             level = n_down - i
             if level in condition.skips:
                 x = x + condition.skips[level]
-            kept = condition.modulations
             x = block(x, condition.structure, style, kept[i] if kept is not None else None)
             if level > 0:
                 x = F.interpolate(x, scale_factor=2.0, mode="nearest")
