@@ -16,6 +16,7 @@ from .errors import FewShotError, ModelFileMissingError
 from .identity import load_identity, save_identity
 from .imageio import load_image, make_row, save_image
 from .pipeline import SwapModel, SwapSettings, parse_face_indices
+from .skin_tone import SHIFT_CHANNELS
 from .structure_lock import LOCK_DETAIL
 from .temporal import LandmarkStabiliser
 from .weights import default_generator_path
@@ -53,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--identity-refine-steps", type=int, default=SwapSettings.identity_refine_steps,
                         help="gradient steps on the identity code so the rendered face carries the target more "
                              "strongly (0 off; about 0.12 s per step and face on 2 CPU cores)")
+    parser.add_argument("--target-skin-tone", type=float, default=SwapSettings.target_skin_tone,
+                        help="0..1 (with the colour match on): 0 keeps the source's skin tone, 1 takes the target "
+                             "photos'")
+    parser.add_argument("--skin-tone-channels", choices=sorted(SHIFT_CHANNELS),
+                        default=SwapSettings.skin_tone_channels,
+                        help="what --target-skin-tone moves: colour only, or colour and lightness")
     parser.add_argument("--mask-out", type=Path, help="also write the mask of what was replaced")
     parser.add_argument("--grid", type=Path, help="also write a before/after grid with the target photos")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -79,7 +86,8 @@ def run(args: argparse.Namespace) -> dict:
                             feather_px=args.feather, color_match=not args.no_color_match,
                             structure_lock=args.structure_lock, lock_detail=args.lock_detail,
                             source_detail_px=args.source_detail_px, photo_detail=args.photo_detail,
-                            identity_refine_steps=args.identity_refine_steps)
+                            identity_refine_steps=args.identity_refine_steps, target_skin_tone=args.target_skin_tone,
+                            skin_tone_channels=args.skin_tone_channels)
     # one stabiliser for all sources: they are frames of one video, swapped one call at a time
     stabiliser = LandmarkStabiliser(args.temporal_smoothing) if args.temporal_smoothing > 0 else None
     written = []

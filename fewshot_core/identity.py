@@ -33,10 +33,23 @@ class IdentityEmbedding:
     agreement: torch.Tensor  # [K], cosine of each photo to the mean of the others (1.0 when K == 1)
     outliers: list[int] = field(default_factory=list)
     embedder: str = "facenet128"
+    # [K, 2, 3]: each photo's skin colour, Lab mean and std (`skin_tone.py`; NaN rows where no skin was found).
+    # None for identities saved before it existed.
+    skin: torch.Tensor | None = None
 
     @property
     def num_photos(self) -> int:
         return int(self.per_photo.shape[0])
+
+    @property
+    def skin_tone(self) -> torch.Tensor | None:
+        """The person's skin statistics [2, 3], from the photos that are not outliers; None if unknown."""
+        if self.skin is None:
+            return None
+        from .skin_tone import mean_skin_statistics
+
+        keep = [i for i in range(self.skin.shape[0]) if i not in self.outliers] or list(range(self.skin.shape[0]))
+        return mean_skin_statistics(self.skin[keep])
 
     def report(self) -> str:
         """A short human-readable line per photo, for the node's UI and the CLI."""
@@ -51,10 +64,16 @@ def average_identity(
     embeddings: torch.Tensor,
     outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD,
     embedder: str = "facenet128",
+    skin: torch.Tensor | None = None,
 ) -> IdentityEmbedding:
-    """Average K photo embeddings [K, D] into one identity and flag photos that disagree."""
+    """Average K photo embeddings [K, D] into one identity and flag photos that disagree.
+
+    `skin` [K, 2, 3]: the photos' skin statistics (`skin_tone.skin_statistics`), kept with the identity."""
     if embeddings.ndim != 2 or embeddings.shape[0] < 1:
         raise InputShapeError(f"Expected embeddings of shape [K, D] with K >= 1, got {tuple(embeddings.shape)}.")
+    if skin is not None and tuple(skin.shape) != (embeddings.shape[0], 2, 3):
+        raise InputShapeError(f"Expected skin statistics of shape [K, 2, 3] = [{embeddings.shape[0]}, 2, 3], "
+                              f"got {tuple(skin.shape)}.")
     units = F.normalize(embeddings.float(), dim=1)
     count = units.shape[0]
     if count == 1:
@@ -65,7 +84,8 @@ def average_identity(
         agreement = (units * rest).sum(dim=1)
     outliers = [i for i, score in enumerate(agreement.tolist()) if count > 1 and score < outlier_threshold]
     vector = F.normalize(units.mean(dim=0), dim=0)
-    return IdentityEmbedding(vector=vector, per_photo=units, agreement=agreement, outliers=outliers, embedder=embedder)
+    return IdentityEmbedding(vector=vector, per_photo=units, agreement=agreement, outliers=outliers, embedder=embedder,
+                             skin=None if skin is None else skin.float().cpu())
 
 
 def blend_identity(source: torch.Tensor, target: torch.Tensor, strength: float) -> torch.Tensor:
@@ -93,6 +113,8 @@ def save_identity(identity: IdentityEmbedding, path: str | Path) -> Path:
         "per_photo": identity.per_photo.float().contiguous(),
         "agreement": identity.agreement.float().contiguous(),
     }
+    if identity.skin is not None:
+        tensors["skin"] = identity.skin.float().contiguous()
     metadata = {"format": IDENTITY_FORMAT, "embedder": identity.embedder, "outliers": json.dumps(identity.outliers)}
     save_file(tensors, str(path), metadata=metadata)
     return path
@@ -123,4 +145,5 @@ def load_identity(path: str | Path) -> IdentityEmbedding:
         agreement=tensors.get("agreement", torch.ones(1)),
         outliers=json.loads(metadata.get("outliers", "[]")),
         embedder=metadata.get("embedder", "facenet128"),
+        skin=tensors.get("skin"),
     )

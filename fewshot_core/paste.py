@@ -29,8 +29,11 @@ def _check_image(t: Tensor, name: str, channels: int = 3) -> None:
         raise InputShapeError(f"{name} must be a float tensor of shape [B, {channels}, H, W], got {got}.")
 
 
-def _lab_transfer(generated: Tensor, source: Tensor, mask: Tensor) -> Tensor:
-    """Per-channel mean/std transfer in CIE Lab with statistics weighted by `mask` (float32)."""
+def _lab_transfer(generated: Tensor, source: Tensor, mask: Tensor, mean_shift: Tensor | None = None,
+                  std_ratio: Tensor | None = None) -> Tensor:
+    """Per-channel mean/std transfer in CIE Lab with statistics weighted by `mask` (float32).
+
+    `mean_shift` / `std_ratio` [B, 3] move the source's statistics before they are matched (`skin_tone.py`)."""
     g_lab = rgb_to_lab(generated.float().clamp(0, 1))
     s_lab = rgb_to_lab(source.float().clamp(0, 1))
     w = mask.float().clamp(0, 1)
@@ -44,19 +47,26 @@ def _lab_transfer(generated: Tensor, source: Tensor, mask: Tensor) -> Tensor:
 
     g_mean, g_std = stats(g_lab)
     s_mean, s_std = stats(s_lab)
+    if mean_shift is not None:
+        s_mean = s_mean + mean_shift.float()[..., None, None]
+    if std_ratio is not None:
+        s_std = s_std * std_ratio.float()[..., None, None]
     gain = (s_std / g_std.clamp_min(1e-3)).clamp(1 / _MAX_STD_GAIN, _MAX_STD_GAIN)
     out = lab_to_rgb((g_lab - g_mean) * gain + s_mean, clip=True)
     # Under one pixel of mask there are no statistics to match: leave that sample alone.
     return torch.where(total >= 1.0, out, generated.float())
 
 
-def color_match(generated: Tensor, source: Tensor, mask: Tensor) -> Tensor:
+def color_match(generated: Tensor, source: Tensor, mask: Tensor, mean_shift: Tensor | None = None,
+                std_ratio: Tensor | None = None) -> Tensor:
     """Match the generated face's per-channel mean/std to the source's inside `mask`.
 
     generated, source: [B,3,R,R] in [0,1]; mask [B,1,R,R] weights in [0,1].
     Works in CIE Lab so lightness and the two colour axes move independently;
     the whole image is shifted (the mask only chooses where the statistics
-    come from). Returns [B,3,R,R] in [0,1] in `generated`'s dtype.
+    come from). `mean_shift` (added) and `std_ratio` (multiplied), [B, 3] in Lab, move the source's
+    statistics first: the skin-tone shift toward the target (`skin_tone.skin_tone_shift`).
+    Returns [B,3,R,R] in [0,1] in `generated`'s dtype.
     """
     _check_image(generated, "generated")
     _check_image(source, "source")
@@ -66,7 +76,11 @@ def color_match(generated: Tensor, source: Tensor, mask: Tensor) -> Tensor:
             f"color_match needs generated, source [B,3,R,R] and mask [B,1,R,R] of the same B and size, got "
             f"{list(generated.shape)}, {list(source.shape)}, {list(mask.shape)}."
         )
-    return _lab_transfer(generated, source, mask).to(generated.dtype)
+    for name, value in (("mean_shift", mean_shift), ("std_ratio", std_ratio)):
+        if value is not None and tuple(value.shape) != (generated.shape[0], 3):
+            raise InputShapeError(f"color_match's {name} must be [B, 3] = [{generated.shape[0]}, 3], "
+                                  f"got {list(value.shape)}.")
+    return _lab_transfer(generated, source, mask, mean_shift, std_ratio).to(generated.dtype)
 
 
 # ----------------------------------------------------------------------------- mask

@@ -22,6 +22,7 @@ from .identity_refine import MAX_REFINE_STEPS, refine_identity_code
 from .models import require_part
 from .paste import color_match as match_colours
 from .paste import paste_back, photo_detail
+from .skin_tone import SHIFT_CHANNELS, skin_statistics, skin_tone_shift
 from .structure import LandmarkStructureMapper, StructureMapper
 from .structure_lock import apply_warp, fit_structure_warp, lock_detail_options
 from .temporal import LandmarkStabiliser
@@ -77,6 +78,8 @@ class SwapSettings:
     source_detail_px: int = 20  # the source crop reaches the generator at this size (0: the generator's own setting)
     photo_detail: float = 1.0  # 0..1: lay the source photo's fine detail the crop cannot hold back over the swap
     identity_refine_steps: int = 10  # gradient steps on the identity code so the render carries it (`identity_refine.py`)
+    target_skin_tone: float = 0.0  # 0..1: the colour match's skin tone, from the source's (0) to the target's (1)
+    skin_tone_channels: str = "colour"  # what that moves: a `skin_tone.SHIFT_CHANNELS` name
 
 
 class SwapModel:
@@ -137,7 +140,17 @@ class SwapModel:
     @torch.no_grad()
     def embed_largest_faces(self, photos: Sequence[torch.Tensor], what: str = "target photo") -> torch.Tensor:
         """Embed the largest face of each photo ([3, H, W] each); a photo with no face is an error naming it."""
-        embeddings = []
+        return self.describe_largest_faces(photos, what, with_skin=False)[0]
+
+    @torch.no_grad()
+    def describe_largest_faces(self, photos: Sequence[torch.Tensor], what: str = "target photo",
+                               with_skin: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The embedding [K, D] and skin statistics [K, 2, 3] (`skin_tone.py`) of each photo's largest face.
+
+        The skin is measured on the face's aligned crop at the generator's resolution, on the structure map's
+        skin class, the same way `swap` measures the source's; without a generator it is left out (None)."""
+        embeddings, skins = [], []
+        with_skin = with_skin and self.generator is not None
         for index, photo in enumerate(photos):
             batch = check_images(photo[None] if photo.ndim == 3 else photo, f"{what} {index}")
             dets = self.detect(batch[:1], min_face_size=20)[0]
@@ -147,9 +160,21 @@ class SwapModel:
                     f"Use a photo where the face is visible and at least 20 px wide, or remove it."
                 )
             largest = order_faces(dets, "largest_first")
-            landmarks = largest.landmarks[:1]
-            embeddings.append(self.embedder.embed_faces(batch[:1].to(self.device, torch.float32), landmarks)[0])
-        return torch.stack(embeddings)
+            frame = batch[:1].to(self.device, torch.float32)
+            landmarks = largest.landmarks[:1].to(frame)
+            embeddings.append(self.embedder.embed_faces(frame, landmarks)[0])
+            if with_skin:
+                crops, landmarks_in_crop, _ = self._aligned_crops(frame, landmarks)
+                skins.append(skin_statistics(crops, self.structure(crops, landmarks_in_crop))[0].cpu())
+        return torch.stack(embeddings), (torch.stack(skins) if with_skin else None)
+
+    def _aligned_crops(self, frame: torch.Tensor, landmarks: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each face's crop at the generator's resolution [F, 3, R, R], its landmarks there, and the matrices."""
+        size = self.config.resolution
+        frames = frame.expand(landmarks.shape[0], -1, -1, -1)
+        matrices = estimate_similarity(landmarks, template_pixels(SWAP_TEMPLATE, size).to(frame))
+        return warp_to_crop(frames, matrices, size), transform_points(landmarks, matrices), matrices
 
     def encode_identity(self, photos: Sequence[torch.Tensor] | torch.Tensor,
                         outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD) -> IdentityEmbedding:
@@ -158,7 +183,8 @@ class SwapModel:
             photos = list(check_images(photos, "target photos"))
         if len(photos) == 0:
             raise InputShapeError("No target photos given: pass 1 to 5 photos of the person whose identity to use.")
-        return average_identity(self.embed_largest_faces(photos).cpu(), outlier_threshold=outlier_threshold)
+        embeddings, skin = self.describe_largest_faces(photos)
+        return average_identity(embeddings.cpu(), outlier_threshold=outlier_threshold, skin=skin)
 
     # --------------------------------------------------------------------- swap
     def _select(self, dets: FaceDetections, settings: SwapSettings) -> FaceDetections:
@@ -193,10 +219,17 @@ class SwapModel:
         if not 0 <= settings.identity_refine_steps <= MAX_REFINE_STEPS:
             raise InputShapeError(f"identity_refine_steps must be between 0 (off) and {MAX_REFINE_STEPS}, "
                                   f"got {settings.identity_refine_steps}.")
+        if not 0.0 <= settings.target_skin_tone <= 1.0:
+            raise InputShapeError(f"target_skin_tone must be between 0 (the source's) and 1 (the target's), "
+                                  f"got {settings.target_skin_tone}.")
+        if settings.skin_tone_channels not in SHIFT_CHANNELS:
+            raise InputShapeError(f"skin_tone_channels must be one of {sorted(SHIFT_CHANNELS)}, "
+                                  f"got {settings.skin_tone_channels!r}.")
+        if settings.target_skin_tone > 0 and settings.color_match:
+            self._target_skin(identity)
         lock_detail_options(settings.lock_detail)  # an unknown name fails here, before any work
         self._source_px(settings)
         images = check_images(images, "source image")
-        config = self.config
         outputs, masks = [], []
         total = images.shape[0]
         any_face = False
@@ -217,8 +250,8 @@ class SwapModel:
                 if chosen.boxes.shape[0] == 0:
                     continue
                 any_face = True
-                frame, mask = self._swap_faces(out_chunk[b:b + 1], chosen, identity, settings, config,
-                                               check_interrupt, memos)
+                frame, mask = self._swap_faces(out_chunk[b:b + 1], chosen, identity, settings, check_interrupt,
+                                               memos)
                 out_chunk[b:b + 1] = frame
                 mask_chunk[b:b + 1] = torch.maximum(mask_chunk[b:b + 1], mask)
             outputs.append(out_chunk.cpu())
@@ -239,7 +272,6 @@ class SwapModel:
         faces: FaceDetections,
         identity: IdentityEmbedding,
         settings: SwapSettings,
-        config: GeneratorConfig,
         check_interrupt: InterruptFn | None = None,
         memos: list[dict] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,11 +279,8 @@ class SwapModel:
 
         `memos`: one dict per face that lives along its video track (`LandmarkStabiliser.memos`)."""
         count = faces.landmarks.shape[0]
-        size = config.resolution
         frames = frame.expand(count, -1, -1, -1)
-        matrices = estimate_similarity(faces.landmarks.to(frame), template_pixels(SWAP_TEMPLATE, size).to(frame))
-        crops = warp_to_crop(frames, matrices, size)
-        landmarks_in_crop = transform_points(faces.landmarks.to(frame), matrices)
+        crops, landmarks_in_crop, matrices = self._aligned_crops(frame, faces.landmarks.to(frame))
         structure = self.structure(crops, landmarks_in_crop)
         target = identity.vector.to(self.device)[None].expand(count, -1)
         if settings.strength < 1.0:
@@ -267,7 +296,12 @@ class SwapModel:
             generated, gen_mask = self.lock_structure(generated, gen_mask, crops, structure, settings.structure_lock,
                                                       settings.lock_detail)
         if settings.color_match:
-            generated = match_colours(generated, crops, gen_mask)
+            mean_shift = std_ratio = None
+            if settings.target_skin_tone > 0:
+                mean_shift, std_ratio = skin_tone_shift(skin_statistics(crops, structure),
+                                                        self._target_skin(identity), settings.target_skin_tone,
+                                                        settings.skin_tone_channels)
+            generated = match_colours(generated, crops, gen_mask, mean_shift, std_ratio)
         full_mask = torch.zeros_like(frame[:, :1])
         original = frame
         for i in range(count):
@@ -312,6 +346,18 @@ class SwapModel:
             if len(todo) == code.shape[0]:  # the refinement rendered every face already
                 return refined.generated, refined.mask
         return self.generator(degraded.to(self.dtype), structure.to(self.dtype), refined_code.to(self.dtype))
+
+    @staticmethod
+    def _target_skin(identity: IdentityEmbedding) -> torch.Tensor:
+        """The identity's skin statistics [2, 3], or a clear error for an identity without them."""
+        skin = identity.skin_tone
+        if skin is None:
+            raise InputShapeError(
+                "This identity has no skin-tone statistics (saved by an older version of fewshot-swap, or no "
+                "skin was found in its photos), so target_skin_tone cannot be used. Encode the identity again "
+                "from its photos, or set target_skin_tone to 0."
+            )
+        return skin
 
     def _source_px(self, settings: SwapSettings) -> int:
         """The size the source crop is degraded to: `settings.source_detail_px`, or the generator's own when 0."""

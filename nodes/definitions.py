@@ -13,6 +13,7 @@ from fewshot_core.identity import DEFAULT_OUTLIER_THRESHOLD, IdentityEmbedding, 
 from fewshot_core.identity_refine import MAX_REFINE_STEPS
 from fewshot_core.paste import composite
 from fewshot_core.pipeline import SwapModel, SwapSettings, parse_face_indices
+from fewshot_core.skin_tone import SHIFT_CHANNELS
 from fewshot_core.structure_lock import LOCK_DETAIL
 
 from . import host
@@ -107,13 +108,16 @@ def swap(model: SwapModel, identity: IdentityEmbedding, image: torch.Tensor, fac
          temporal_smoothing: float = 0.0, structure_lock: float = SwapSettings.structure_lock,
          lock_detail: str = SwapSettings.lock_detail, source_detail_px: int = SwapSettings.source_detail_px,
          photo_detail: float = SwapSettings.photo_detail,
-         identity_refine_steps: int = SwapSettings.identity_refine_steps) -> tuple:
+         identity_refine_steps: int = SwapSettings.identity_refine_steps,
+         target_skin_tone: float = SwapSettings.target_skin_tone,
+         skin_tone_channels: str = SwapSettings.skin_tone_channels) -> tuple:
     images = to_core(image, "source image")
     settings = SwapSettings(faces=parse_face_indices(faces), order=order, strength=strength,
                             feather_px=feather, color_match=color_match, min_face_size=min_face_size,
                             temporal_smoothing=temporal_smoothing, structure_lock=structure_lock,
                             lock_detail=lock_detail, source_detail_px=source_detail_px, photo_detail=photo_detail,
-                            identity_refine_steps=identity_refine_steps)
+                            identity_refine_steps=identity_refine_steps, target_skin_tone=target_skin_tone,
+                            skin_tone_channels=skin_tone_channels)
     out, mask = model.swap(images, identity, settings, chunk_size=chunk_size,
                            progress=host.progress_reporter(images.shape[0]), check_interrupt=host.interrupt_check)
     return to_comfy(out), mask[:, 0].cpu()
@@ -135,6 +139,15 @@ def structure_map(model: SwapModel, image: torch.Tensor) -> tuple:
     from fewshot_core.structure_preview import render_structure_preview
 
     return (to_comfy(render_structure_preview(model, to_core(image, "image"))),)
+
+
+def face_indices(model: SwapModel, image: torch.Tensor, order: str, min_face_size: int) -> tuple:
+    from fewshot_core.face_preview import face_index_preview
+
+    images = to_core(image, "image")
+    preview, report = face_index_preview(images, model.detect(images, min_face_size=min_face_size), order)
+    log.info("fewshot-swap face indices (%s):\n%s", order, report)
+    return to_comfy(preview), report
 
 
 # --------------------------------------------------------------------- specs
@@ -212,6 +225,16 @@ SPECS: list[NodeSpec] = [
                   tooltip="gradient steps on the identity code so the rendered face carries the target more "
                           "strongly (the default 10 gives 10 to 12 points more identity retrieval in our "
                           "evaluation; each step costs about 0.12 s per face on 2 CPU cores). 0 off, for speed"),
+            Param("target_skin_tone", "FLOAT", default=SwapSettings.target_skin_tone, min=0.0, max=1.0, step=0.05,
+                  optional=True,
+                  tooltip="with color_match on: 0 gives the face the source's skin tone (it fits the neck and "
+                          "the photo's light), 1 the target photos' skin tone, measured on their skin; in "
+                          "between blends. Needs an identity encoded by this version"),
+            Param("skin_tone_channels", "COMBO", options=sorted(SHIFT_CHANNELS),
+                  default=SwapSettings.skin_tone_channels, optional=True,
+                  tooltip="what target_skin_tone moves: 'colour' only the hue and saturation (the lightness stays "
+                          "the source's, so the photo's lighting holds), 'colour+lightness' also how light or dark "
+                          "the skin is (the target photos' own lighting comes along)"),
         ],
         outputs=[Out("IMAGE", "image"), Out("MASK", "mask")],
         run=swap,
@@ -255,5 +278,19 @@ SPECS: list[NodeSpec] = [
         inputs=[MODEL_IN, Param("image", "IMAGE")],
         outputs=[Out("IMAGE", "image")],
         run=structure_map,
+    ),
+    NodeSpec(
+        node_id="FewShotFaceIndices",
+        display_name="Preview Face Indices",
+        description="Boxes and numbers every face the swap would find, in the swap's order, so you know what to "
+                    "put into Few-Shot Face Swap's 'faces' (use the same order and minimum face size there).",
+        inputs=[
+            MODEL_IN,
+            Param("image", "IMAGE"),
+            Param("order", "COMBO", options=["left_to_right", "largest_first"], default="left_to_right"),
+            Param("min_face_size", "INT", default=40, min=12, max=1024, step=1),
+        ],
+        outputs=[Out("IMAGE", "image"), Out("STRING", "report")],
+        run=face_indices,
     ),
 ]

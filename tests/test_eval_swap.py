@@ -242,7 +242,12 @@ def test_a_given_generator_file_is_evaluated_under_its_own_name(capsys, tmp_path
     assert main(args[:-2] + [f"{random_generator_file}:1:ultra"]) == 1
     assert "DETAIL must be one of" in capsys.readouterr().err
     assert main(args[:-2] + [f"{random_generator_file}:1:::sharp"]) == 1
-    assert "LOCK and PHOTO must be numbers" in capsys.readouterr().err
+    assert "LOCK, PHOTO and SKIN must be numbers" in capsys.readouterr().err
+    skin = compared_method(None, f"{random_generator_file}:0::::2:0.5:colour+lightness")
+    assert (skin.settings.target_skin_tone, skin.settings.skin_tone_channels) == (0.5, "colour+lightness")
+    assert skin.name.endswith("refine2 skin0.5 colour+lightness")
+    assert main(args[:-2] + [f"{random_generator_file}:1::::0:1:hue"]) == 1
+    assert "CHANNELS must be one of" in capsys.readouterr().err
     assert main(args[:-2] + [f"{random_generator_file}:1::::many"]) == 1
     assert "REFINE whole" in capsys.readouterr().err
     blocker = tmp_path / "a_file"

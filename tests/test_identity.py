@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from fewshot_core.errors import ModelFileMissingError, NoFaceError, WeightsMismatchError
+from fewshot_core.errors import InputShapeError, ModelFileMissingError, NoFaceError, WeightsMismatchError
 from fewshot_core.identity import average_identity, blend_identity, load_identity, save_identity
 from fewshot_core.imageio import load_image
 from tests.conftest import lfw_photo
@@ -51,11 +51,29 @@ def test_blend_strength_endpoints_and_norm():
 
 
 def test_identity_file_round_trip(tmp_path):
-    identity = average_identity(F.normalize(torch.randn(3, 128), dim=1), outlier_threshold=0.99)
+    skin = torch.rand(3, 2, 3) * 50
+    skin[1] = float("nan")  # a photo whose skin was not found
+    identity = average_identity(F.normalize(torch.randn(3, 128), dim=1), outlier_threshold=0.99, skin=skin)
     path = save_identity(identity, tmp_path / "person.safetensors")
     loaded = load_identity(path)
     assert torch.equal(loaded.vector, identity.vector)
     assert loaded.outliers == identity.outliers and loaded.num_photos == 3
+    assert torch.equal(loaded.skin.nan_to_num(-1), skin.nan_to_num(-1))
+    plain = load_identity(save_identity(average_identity(identity.per_photo), tmp_path / "older.safetensors"))
+    assert plain.skin is None and plain.skin_tone is None  # as files saved before skin statistics existed
+
+
+def test_skin_tone_leaves_out_outliers_and_photos_without_skin():
+    units = F.normalize(torch.randn(3, 128), dim=1)
+    units[1] = F.normalize(units[0] + 0.05 * torch.randn(128), dim=0)
+    skin = torch.tensor([[[50.0, 10.0, 20.0], [5.0, 2.0, 3.0]],
+                         [[70.0, 20.0, 10.0], [7.0, 4.0, 5.0]],
+                         [[10.0, 0.0, 0.0], [1.0, 1.0, 1.0]]])
+    identity = average_identity(units, outlier_threshold=0.5, skin=skin)
+    assert identity.outliers == [2]
+    assert torch.allclose(identity.skin_tone, skin[:2].mean(dim=0))
+    with pytest.raises(InputShapeError, match="skin statistics"):
+        average_identity(units, skin=skin[:2])
 
 
 def test_wrong_identity_files_give_clear_errors(tmp_path):

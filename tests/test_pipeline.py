@@ -147,3 +147,63 @@ def test_photo_detail_brings_the_sources_fine_detail_back_inside_the_mask_only(m
     assert abs(fine_detailed - fine_src) < 0.5 * abs(fine_plain - fine_src)
     with pytest.raises(InputShapeError, match="photo_detail"):
         model.swap(source, identity, SwapSettings(photo_detail=1.5))
+
+
+def _face_lab_mean(images: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    from kornia.color import rgb_to_lab
+
+    return rgb_to_lab(images)[0][:, where].mean(dim=1)
+
+
+def test_target_skin_tone_moves_the_faces_colour_toward_the_targets_skin(model, identity, data_root):
+    from dataclasses import replace
+
+    assert identity.skin is not None and identity.skin.shape == (2, 2, 3) and identity.skin_tone is not None
+    source = load_image(lfw_photo("George_W_Bush", 2))
+    own, mask = model.swap(source, identity, SwapSettings(identity_refine_steps=0))
+    inside = mask[0, 0] > 0.8 * mask.max()
+    assert int(inside.sum()) > 1000
+    far_target = replace(identity, skin=identity.skin.clone())
+    far_target.skin[:, 0, 1:] = _face_lab_mean(own, inside)[1:] + torch.tensor([12.0, -15.0])  # a, b
+    colour, _ = model.swap(source, far_target, SwapSettings(identity_refine_steps=0, target_skin_tone=1.0))
+    half, _ = model.swap(source, far_target, SwapSettings(identity_refine_steps=0, target_skin_tone=0.5))
+    moved = _face_lab_mean(colour, inside) - _face_lab_mean(own, inside)
+    moved_half = _face_lab_mean(half, inside) - _face_lab_mean(own, inside)
+    assert moved[1] > 4 and moved[2] < -5  # toward the target's a and b
+    assert abs(float(moved[0])) < 1.5  # 'colour' keeps the source's lightness
+    assert 0.3 < float(moved_half[1] / moved[1]) < 0.7
+    outside = (mask == 0).expand_as(source)
+    assert torch.equal(colour[outside], source[outside])
+
+
+def test_target_skin_tone_without_skin_statistics_is_a_clear_error(model, identity, data_root):
+    from dataclasses import replace
+
+    source = load_image(lfw_photo("George_W_Bush", 2))
+    with pytest.raises(InputShapeError, match="no skin-tone statistics.*Encode the identity again"):
+        model.swap(source, replace(identity, skin=None), SwapSettings(target_skin_tone=0.5))
+    with pytest.raises(InputShapeError, match="target_skin_tone must be between"):
+        model.swap(source, identity, SwapSettings(target_skin_tone=2.0))
+    with pytest.raises(InputShapeError, match="skin_tone_channels must be one of"):
+        model.swap(source, identity, SwapSettings(target_skin_tone=0.5, skin_tone_channels="hue"))
+    # without the colour match the setting has nothing to act on, and an old identity is fine
+    model.swap(source, replace(identity, skin=None),
+               SwapSettings(target_skin_tone=0.5, color_match=False, identity_refine_steps=0))
+
+
+def test_face_index_preview_numbers_the_faces_the_swap_selects(model, identity, data_root):
+    import re
+
+    from fewshot_core.face_preview import face_index_preview
+
+    image = two_faces(data_root)
+    for order in ("left_to_right", "largest_first"):
+        _, report = face_index_preview(image, model.detect(image, min_face_size=40), order)
+        boxes = [tuple(map(int, re.search(r"x (\d+)-(\d+), y (\d+)-(\d+)", line).groups()))
+                 for line in report.splitlines()]
+        assert len(boxes) == 3
+        for index in (0, 2):
+            _, mask = model.swap(image, identity, SwapSettings(faces=[index], order=order, identity_refine_steps=0))
+            ys, xs = torch.nonzero(mask[0, 0] > 0.5, as_tuple=True)
+            x0, x1, y0, y1 = boxes[index]
+            assert x0 <= xs.float().mean() <= x1 and y0 <= ys.float().mean() <= y1

@@ -101,6 +101,26 @@ def test_structure_map_node(host):
     assert width == 2 * height  # the aligned face beside its map
 
 
+def test_face_indices_node_numbers_the_face_and_reports_it(host):
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "source.png"}},
+        "2": {"class_type": "LoadFewShotModel", "inputs": {"generator": GENERATOR_NAME, "device": "cpu",
+                                                            "precision": "fp32"}},
+        "3": {"class_type": "FewShotFaceIndices", "inputs": {"model": ["2", 0], "image": ["1", 0],
+                                                              "order": "largest_first", "min_face_size": 40}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "indices"}},
+    }
+    outputs = host.run_prompt(prompt, timeout=600)
+    (path,) = host.image_paths(outputs)
+    drawn = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+    source = np.asarray(Image.open(lfw_photo("George_W_Bush", 2)).convert("RGB"), dtype=np.float32)
+    assert drawn.shape == source.shape
+    changed = np.abs(drawn - source).max(axis=2) > 8
+    assert 0.005 < changed.mean() < 0.2  # a box, five dots and a number, not the whole picture
+    ys, xs = np.nonzero(changed)
+    assert 40 < xs.mean() < 210 and 20 < ys.mean() < 210  # around the face in the middle
+
+
 def test_workflows_listed_in_template_browser(host):
     listed = host.get("/workflow_templates").json()
     assert sorted(listed.get("fewshot-swap", [])) == sorted(p.stem for p in (ROOT / "workflows").glob("*.json"))

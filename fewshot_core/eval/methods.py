@@ -86,7 +86,8 @@ class OursMethod(SwapMethod):
     def __init__(self, analyser: Analyser, generator: Path, model_dir: Path | None = None,
                  structure_lock: float | None = None, name: str = "ours", lock_detail: str | None = None,
                  source_detail_px: int | None = None, photo_detail: float | None = None,
-                 identity_refine_steps: int | None = None) -> None:
+                 identity_refine_steps: int | None = None, target_skin_tone: float | None = None,
+                 skin_tone_channels: str | None = None) -> None:
         super().__init__(analyser)
         from ..pipeline import SwapModel, SwapSettings
 
@@ -104,6 +105,10 @@ class OursMethod(SwapMethod):
             self.settings.photo_detail = photo_detail
         if identity_refine_steps is not None:
             self.settings.identity_refine_steps = identity_refine_steps
+        if target_skin_tone is not None:
+            self.settings.target_skin_tone = target_skin_tone
+        if skin_tone_channels is not None:
+            self.settings.skin_tone_channels = skin_tone_channels
         self._embeddings: dict[Path, object] = {}
 
     def _embedding(self, shot: Path):
@@ -112,7 +117,8 @@ class OursMethod(SwapMethod):
 
         if shot not in self._embeddings:
             try:
-                self._embeddings[shot] = self.model.embed_largest_faces([load_image(shot)[0]])[0]
+                embedding, skin = self.model.describe_largest_faces([load_image(shot)[0]])
+                self._embeddings[shot] = (embedding[0], skin[0] if skin is not None else None)
             except NoFaceError:
                 self._embeddings[shot] = None
         return self._embeddings[shot]
@@ -124,10 +130,12 @@ class OursMethod(SwapMethod):
         from ..identity import average_identity
         from ..imageio import load_image
 
-        embs = [e for e in (self._embedding(Path(s)) for s in shots) if e is not None]
-        if not embs:
+        found = [e for e in (self._embedding(Path(s)) for s in shots) if e is not None]
+        if not found:
             return None
-        identity = average_identity(torch.stack(embs).cpu())
+        skins = [skin for _, skin in found]
+        identity = average_identity(torch.stack([emb for emb, _ in found]).cpu(),
+                                    skin=None if any(skin is None for skin in skins) else torch.stack(skins))
         try:
             out, _ = self.model.swap(load_image(source), identity, self.settings)
         except NoFaceError:

@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import FewShotError
+from ..skin_tone import SHIFT_CHANNELS
 from ..structure_lock import LOCK_DETAIL
 from . import protocol as P
 from . import report
@@ -181,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the swap's photo_detail setting, 0-1 (default: the pipeline's default)")
     parser.add_argument("--identity-refine-steps", type=int, default=None, metavar="STEPS",
                         help="the swap's identity_refine_steps setting (default: the pipeline's default)")
-    parser.add_argument("--compare", nargs="*", default=[], metavar="FILE[:LOCK[:DETAIL[:PX[:PHOTO[:REFINE]]]]]",
+    parser.add_argument("--compare", nargs="*", default=[],
+                        metavar="FILE[:LOCK[:DETAIL[:PX[:PHOTO[:REFINE[:SKIN[:CHANNELS]]]]]]]",
                         help="more generators or settings (structure_lock, lock_detail, source_detail_px, "
                              "photo_detail, identity_refine_steps) scored on the same pairs as extra rows "
                              "'ours STEM lockX DETAIL pxN photoY refineZ'; the real photos are analysed once for all")
@@ -295,35 +297,42 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def compared_method(analyser: Analyser, spec: str) -> OursMethod:
-    """'FILE[:LOCK[:DETAIL[:PX[:PHOTO[:REFINE]]]]]' -> an extra 'ours' row named after the file and its settings.
+    """'FILE[:LOCK[:DETAIL[:PX[:PHOTO[:REFINE[:SKIN[:CHANNELS]]]]]]]' -> an extra 'ours' row named after the file
+    and its settings.
 
     LOCK is a structure_lock value, DETAIL a lock_detail name, PX a source_detail_px, PHOTO a photo_detail,
-    REFINE an identity_refine_steps; an empty or missing part keeps the pipeline's default (for example
-    'gen.safetensors:1:fine', 'gen.safetensors:::24' or 'gen.safetensors:::::10').
+    REFINE an identity_refine_steps, SKIN a target_skin_tone, CHANNELS a skin_tone_channels name; an empty or
+    missing part keeps the pipeline's default (for example 'gen.safetensors:1:fine', 'gen.safetensors:::24' or
+    'gen.safetensors:::::10').
     """
+    expected = "FILE[:LOCK[:DETAIL[:PX[:PHOTO[:REFINE[:SKIN[:CHANNELS]]]]]]]"
     path, *parts = spec.split(":")
-    if len(parts) > 5:
-        raise FewShotError(f"--compare {spec!r}: expected FILE[:LOCK[:DETAIL[:PX[:PHOTO[:REFINE]]]]], "
-                           f"got {len(parts) + 1} parts.")
-    lock, detail, px, photo, refine = (parts + [""] * 5)[:5]
+    if len(parts) > 7:
+        raise FewShotError(f"--compare {spec!r}: expected {expected}, got {len(parts) + 1} parts.")
+    lock, detail, px, photo, refine, skin, channels = (parts + [""] * 7)[:7]
     try:
         structure_lock = float(lock) if lock else None
         source_px = int(px) if px else None
         photo_detail = float(photo) if photo else None
         refine_steps = int(refine) if refine else None
+        skin_tone = float(skin) if skin else None
     except ValueError:
-        raise FewShotError(f"--compare {spec!r}: LOCK and PHOTO must be numbers like 0 or 1, PX and REFINE whole "
-                           "numbers like 24 or 10.")
+        raise FewShotError(f"--compare {spec!r}: LOCK, PHOTO and SKIN must be numbers like 0 or 1, PX and REFINE "
+                           "whole numbers like 24 or 10.")
     if detail and detail not in LOCK_DETAIL:
         raise FewShotError(f"--compare {spec!r}: DETAIL must be one of {sorted(LOCK_DETAIL)}, got {detail!r}.")
+    if channels and channels not in SHIFT_CHANNELS:
+        raise FewShotError(f"--compare {spec!r}: CHANNELS must be one of {sorted(SHIFT_CHANNELS)}, got {channels!r}.")
     if not Path(path).is_file():
         raise FewShotError(f"--compare {spec!r}: generator file {path} does not exist.")
     name = f"ours {Path(path).stem}" + (f" lock{structure_lock:g}" if structure_lock is not None else "") + \
         (f" {detail}" if detail else "") + (f" px{source_px}" if source_px is not None else "") + \
         (f" photo{photo_detail:g}" if photo_detail is not None else "") + \
-        (f" refine{refine_steps}" if refine_steps is not None else "")
+        (f" refine{refine_steps}" if refine_steps is not None else "") + \
+        (f" skin{skin_tone:g}" if skin_tone is not None else "") + (f" {channels}" if channels else "")
     return OursMethod(analyser, Path(path), structure_lock=structure_lock, name=name, lock_detail=detail or None,
-                      source_detail_px=source_px, photo_detail=photo_detail, identity_refine_steps=refine_steps)
+                      source_detail_px=source_px, photo_detail=photo_detail, identity_refine_steps=refine_steps,
+                      target_skin_tone=skin_tone, skin_tone_channels=channels or None)
 
 
 def _row_key(row: dict) -> str:
