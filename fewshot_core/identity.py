@@ -54,8 +54,11 @@ class IdentityEmbedding:
     def report(self) -> str:
         """A short human-readable line per photo, for the node's UI and the CLI."""
         lines = [f"identity from {self.num_photos} photo(s), embedder {self.embedder}"]
+        no_skin = [] if self.skin is None else torch.isnan(self.skin).any(dim=(1, 2)).tolist()
         for index, score in enumerate(self.agreement.tolist()):
             flag = "  <- likely a different person" if index in self.outliers else ""
+            if no_skin and no_skin[index]:
+                flag += "  (no skin tone: black and white, or the skin is hidden)"
             lines.append(f"photo {index}: similarity to the others {score:.2f}{flag}")
         return "\n".join(lines)
 
@@ -139,11 +142,16 @@ def load_identity(path: str | Path) -> IdentityEmbedding:
             f"{path} is not a fewshot-swap identity file (format {metadata.get('format')!r}, "
             f"expected {IDENTITY_FORMAT!r}). Encode the identity again with EncodeTargetIdentity."
         )
+    skin = tensors.get("skin")
+    per_photo = tensors.get("per_photo", tensors["vector"][None])
+    if skin is not None and tuple(skin.shape) != (per_photo.shape[0], 2, 3):
+        raise WeightsMismatchError(f"{path} holds skin statistics of shape {list(skin.shape)}, expected "
+                                   f"[{per_photo.shape[0]}, 2, 3]. Encode the identity again with EncodeTargetIdentity.")
     return IdentityEmbedding(
         vector=tensors["vector"],
-        per_photo=tensors.get("per_photo", tensors["vector"][None]),
+        per_photo=per_photo,
         agreement=tensors.get("agreement", torch.ones(1)),
         outliers=json.loads(metadata.get("outliers", "[]")),
         embedder=metadata.get("embedder", "facenet128"),
-        skin=tensors.get("skin"),
+        skin=skin,
     )

@@ -354,8 +354,8 @@ class SwapModel:
         if skin is None:
             raise InputShapeError(
                 "This identity has no skin-tone statistics (saved by an older version of fewshot-swap, or no "
-                "skin was found in its photos), so target_skin_tone cannot be used. Encode the identity again "
-                "from its photos, or set target_skin_tone to 0."
+                "skin was found in its photos, or they are all black and white), so target_skin_tone cannot be "
+                "used. Encode the identity again from colour photos, or set target_skin_tone to 0."
             )
         return skin
 

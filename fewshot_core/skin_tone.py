@@ -19,6 +19,9 @@ from .errors import InputShapeError
 SKIN_CHANNEL = 1  # "skin" in structure.STRUCTURE_CHANNELS
 # Below this much skin (in crop pixels) a face has no usable statistics (hidden, or a failed parse).
 MIN_SKIN_PIXELS = 64.0
+# Below this mean chroma (Lab a-b distance from grey) the photo is black and white: it says nothing about skin
+# tone, and a black-and-white source must not be coloured in. Real skin sits at about 15-30.
+MIN_SKIN_CHROMA = 3.0
 # The skin-tone shift moves these Lab channels. "colour": a and b only, the lightness stays the source's, since
 # the photos' lightness is as much their lighting as the skin (a dark photo would darken the swap). "colour+lightness":
 # all three, for a target whose skin is much lighter or darker than the source's.
@@ -26,7 +29,9 @@ SHIFT_CHANNELS = {"colour": (1, 2), "colour+lightness": (0, 1, 2)}
 
 
 def skin_statistics(crops: Tensor, structure: Tensor) -> Tensor:
-    """Lab mean and std of the skin of each aligned crop: [B, 2, 3] (row 0 mean, row 1 std), NaN without skin.
+    """Lab mean and std of the skin of each aligned crop: [B, 2, 3] (row 0 mean, row 1 std).
+
+    NaN for a face without enough skin, and for a black-and-white photo (no skin tone to take or to change).
 
     crops [B, 3, R, R] in [0, 1]; structure [B, N, R, R], the structure map of the same crops."""
     if crops.ndim != 4 or crops.shape[1] != 3 or structure.ndim != 4 or structure.shape[0] != crops.shape[0] \
@@ -40,7 +45,9 @@ def skin_statistics(crops: Tensor, structure: Tensor) -> Tensor:
     mean = (lab * norm).sum(dim=(2, 3))
     var = (((lab - mean[..., None, None]) ** 2) * norm).sum(dim=(2, 3))
     stats = torch.stack([mean, var.clamp_min(0).sqrt()], dim=1)
-    return torch.where((total >= MIN_SKIN_PIXELS)[:, :, None], stats, torch.full_like(stats, float("nan")))
+    chroma = (lab[:, 1:].pow(2).sum(dim=1, keepdim=True).sqrt() * norm).sum(dim=(2, 3))  # [B, 1]
+    usable = (total >= MIN_SKIN_PIXELS) & (chroma >= MIN_SKIN_CHROMA)
+    return torch.where(usable[:, :, None], stats, torch.full_like(stats, float("nan")))
 
 
 def mean_skin_statistics(per_photo: Tensor) -> Tensor | None:

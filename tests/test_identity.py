@@ -59,6 +59,8 @@ def test_identity_file_round_trip(tmp_path):
     assert torch.equal(loaded.vector, identity.vector)
     assert loaded.outliers == identity.outliers and loaded.num_photos == 3
     assert torch.equal(loaded.skin.nan_to_num(-1), skin.nan_to_num(-1))
+    report = loaded.report().splitlines()
+    assert "no skin tone" in report[2] and "no skin tone" not in report[1] + report[3]
     plain = load_identity(save_identity(average_identity(identity.per_photo), tmp_path / "older.safetensors"))
     assert plain.skin is None and plain.skin_tone is None  # as files saved before skin statistics existed
 
@@ -83,6 +85,11 @@ def test_wrong_identity_files_give_clear_errors(tmp_path):
     save_file({"weight": torch.zeros(2)}, str(other))
     with pytest.raises(WeightsMismatchError, match="not a fewshot-swap identity"):
         load_identity(other)
+    bad_skin = tmp_path / "bad_skin.safetensors"
+    save_file({"vector": torch.ones(128), "per_photo": torch.ones(2, 128), "skin": torch.zeros(3, 2, 3)},
+              str(bad_skin), metadata={"format": "fewshot-identity-v1"})
+    with pytest.raises(WeightsMismatchError, match="skin statistics of shape"):
+        load_identity(bad_skin)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"not a safetensors file at all")
     with pytest.raises(WeightsMismatchError, match="not a readable"):

@@ -180,12 +180,16 @@ def test_target_skin_tone_without_skin_statistics_is_a_clear_error(model, identi
     from dataclasses import replace
 
     source = load_image(lfw_photo("George_W_Bush", 2))
-    with pytest.raises(InputShapeError, match="no skin-tone statistics.*Encode the identity again"):
+    with pytest.raises(InputShapeError, match="no skin-tone statistics.*Encode the identity again from colour"):
         model.swap(source, replace(identity, skin=None), SwapSettings(target_skin_tone=0.5))
     with pytest.raises(InputShapeError, match="target_skin_tone must be between"):
         model.swap(source, identity, SwapSettings(target_skin_tone=2.0))
     with pytest.raises(InputShapeError, match="skin_tone_channels must be one of"):
         model.swap(source, identity, SwapSettings(target_skin_tone=0.5, skin_tone_channels="hue"))
+    grey = source.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1).contiguous()  # a black-and-white source
+    plain, mask = model.swap(grey, identity, SwapSettings(identity_refine_steps=0))
+    toned, _ = model.swap(grey, identity, SwapSettings(identity_refine_steps=0, target_skin_tone=1.0))
+    assert torch.equal(plain, toned)  # is not coloured in
     # without the colour match the setting has nothing to act on, and an old identity is fine
     model.swap(source, replace(identity, skin=None),
                SwapSettings(target_skin_tone=0.5, color_match=False, identity_refine_steps=0))

@@ -32,6 +32,8 @@ def test_statistics_are_those_of_the_skin_pixels_only():
     assert torch.allclose(stats[0, 0], expected, atol=1e-3)
     assert torch.allclose(stats[0, 1], torch.zeros(3), atol=1e-2)  # one colour: no spread
     assert torch.isnan(stats[1]).all()
+    grey = crops.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)  # a black-and-white photo: no skin tone
+    assert torch.isnan(skin_statistics(grey, _structure(skin))).all()
     with pytest.raises(InputShapeError, match="structure map"):
         skin_statistics(crops, torch.zeros(2, 1, SIZE, SIZE))
 
