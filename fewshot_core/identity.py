@@ -146,7 +146,8 @@ def load_identity(path: str | Path) -> IdentityEmbedding:
     per_photo = tensors.get("per_photo", tensors["vector"][None])
     if skin is not None and tuple(skin.shape) != (per_photo.shape[0], 2, 3):
         raise WeightsMismatchError(f"{path} holds skin statistics of shape {list(skin.shape)}, expected "
-                                   f"[{per_photo.shape[0]}, 2, 3]. Encode the identity again with EncodeTargetIdentity.")
+                                   f"[{per_photo.shape[0]}, 2, 3]. Encode the identity again with "
+                                   f"EncodeTargetIdentity.")
     return IdentityEmbedding(
         vector=tensors["vector"],
         per_photo=per_photo,

@@ -15,16 +15,17 @@ from kornia.color import rgb_to_lab
 from torch import Tensor
 
 from .errors import InputShapeError
+from .structure import STRUCTURE_CHANNELS
 
-SKIN_CHANNEL = 1  # "skin" in structure.STRUCTURE_CHANNELS
+SKIN_CHANNEL = STRUCTURE_CHANNELS.index("skin")
 # Below this much skin (in crop pixels) a face has no usable statistics (hidden, or a failed parse).
 MIN_SKIN_PIXELS = 64.0
 # Below this mean chroma (Lab a-b distance from grey) the photo is black and white: it says nothing about skin
 # tone, and a black-and-white source must not be coloured in. Real skin sits at about 15-30.
 MIN_SKIN_CHROMA = 3.0
 # The skin-tone shift moves these Lab channels. "colour": a and b only, the lightness stays the source's, since
-# the photos' lightness is as much their lighting as the skin (a dark photo would darken the swap). "colour+lightness":
-# all three, for a target whose skin is much lighter or darker than the source's.
+# the photos' lightness is as much their lighting as the skin (a dark photo would darken the swap).
+# "colour+lightness": all three, for a target whose skin is much lighter or darker than the source's.
 SHIFT_CHANNELS = {"colour": (1, 2), "colour+lightness": (0, 1, 2)}
 
 
