@@ -12,7 +12,8 @@ import torch
 
 from .detect import FaceDetections, order_faces
 
-# A 3 x 5 pixel font for the digits 0-9 (rows top to bottom, "1" = ink).
+# A 3 x 5 pixel font for the digits 0-9 (rows top to bottom, "1" = ink), drawn on a plate one pixel wider all round.
+GLYPH_ROWS = 5
 _DIGIT_ROWS = {
     "0": ("111", "101", "101", "101", "111"),
     "1": ("010", "110", "010", "010", "111"),
@@ -31,14 +32,14 @@ BOX_COLOURS = torch.tensor([[0.1, 0.9, 0.2], [1.0, 0.55, 0.0], [0.1, 0.7, 1.0], 
 
 
 def digit_bitmap(text: str) -> torch.Tensor:
-    """The ink [5, 4 * len - 1] of a string of digits, one blank column between them."""
+    """The ink [GLYPH_ROWS, 4 * len - 1] of a string of digits, one blank column between them."""
     columns = []
     for index, char in enumerate(text):
         if char not in _DIGIT_ROWS:
             raise ValueError(f"digit_bitmap draws digits only, got {text!r}")
         glyph = torch.tensor([[float(c) for c in row] for row in _DIGIT_ROWS[char]])
         if index:
-            columns.append(torch.zeros(5, 1))
+            columns.append(torch.zeros(GLYPH_ROWS, 1))
         columns.append(glyph)
     return torch.cat(columns, dim=1)
 
@@ -76,7 +77,7 @@ def draw_face_indices(image: torch.Tensor, faces: FaceDetections) -> torch.Tenso
         for px, py in faces.landmarks[index].tolist():
             _fill(out, round(px) - line, round(py) - line, round(px) + line + 1, round(py) + line + 1, colour)
         scale = max(2, round((y1 - y0) / 40))
-        plate_h = 7 * scale
+        plate_h = (GLYPH_ROWS + 2) * scale  # `_label`'s plate
         top = y0 - plate_h if y0 - plate_h >= 0 else y0 + line  # above the box, or inside it at the frame's top
         _label(out, str(index), max(0, x0), top, scale, colour)
     return out

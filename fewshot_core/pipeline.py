@@ -22,7 +22,7 @@ from .identity_refine import MAX_REFINE_STEPS, refine_identity_code
 from .models import require_part
 from .paste import color_match as match_colours
 from .paste import paste_back, photo_detail
-from .skin_tone import SHIFT_CHANNELS, skin_statistics, skin_tone_shift
+from .skin_tone import check_skin_tone, skin_statistics, skin_tone_shift
 from .structure import LandmarkStructureMapper, StructureMapper
 from .structure_lock import apply_warp, fit_structure_warp, lock_detail_options
 from .temporal import LandmarkStabiliser
@@ -138,14 +138,10 @@ class SwapModel:
 
     # ----------------------------------------------------------------- identity
     @torch.no_grad()
-    def embed_largest_faces(self, photos: Sequence[torch.Tensor], what: str = "target photo") -> torch.Tensor:
-        """Embed the largest face of each photo ([3, H, W] each); a photo with no face is an error naming it."""
-        return self.describe_largest_faces(photos, what, with_skin=False)[0]
-
-    @torch.no_grad()
     def describe_largest_faces(self, photos: Sequence[torch.Tensor], what: str = "target photo",
                                with_skin: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The embedding [K, D] and skin statistics [K, 2, 3] (`skin_tone.py`) of each photo's largest face.
+        """The embedding [K, D] and skin statistics [K, 2, 3] (`skin_tone.py`) of each photo's largest face;
+        a photo with no face is an error naming it.
 
         The skin is measured on the face's aligned crop at the generator's resolution, on the structure map's
         skin class, the same way `swap` measures the source's; without a generator it is left out (None)."""
@@ -219,12 +215,7 @@ class SwapModel:
         if not 0 <= settings.identity_refine_steps <= MAX_REFINE_STEPS:
             raise InputShapeError(f"identity_refine_steps must be between 0 (off) and {MAX_REFINE_STEPS}, "
                                   f"got {settings.identity_refine_steps}.")
-        if not 0.0 <= settings.target_skin_tone <= 1.0:
-            raise InputShapeError(f"target_skin_tone must be between 0 (the source's) and 1 (the target's), "
-                                  f"got {settings.target_skin_tone}.")
-        if settings.skin_tone_channels not in SHIFT_CHANNELS:
-            raise InputShapeError(f"skin_tone_channels must be one of {sorted(SHIFT_CHANNELS)}, "
-                                  f"got {settings.skin_tone_channels!r}.")
+        check_skin_tone(settings.target_skin_tone, settings.skin_tone_channels)
         if settings.target_skin_tone > 0 and settings.color_match:
             self._target_skin(identity)
         lock_detail_options(settings.lock_detail)  # an unknown name fails here, before any work

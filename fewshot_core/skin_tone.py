@@ -59,16 +59,22 @@ def mean_skin_statistics(per_photo: Tensor) -> Tensor | None:
     return per_photo[valid].mean(dim=0)
 
 
+def check_skin_tone(amount: float, channels: str) -> None:
+    """A clear error for a `target_skin_tone` outside 0..1 or an unknown `skin_tone_channels` name."""
+    if not 0.0 <= amount <= 1.0:
+        raise InputShapeError(f"target_skin_tone must be between 0 and 1 (0 the source's skin tone, 1 the "
+                              f"target's), got {amount}.")
+    if channels not in SHIFT_CHANNELS:
+        raise InputShapeError(f"skin_tone_channels must be one of {sorted(SHIFT_CHANNELS)}, got {channels!r}.")
+
+
 def skin_tone_shift(source: Tensor, target: Tensor, amount: float,
                     channels: str = "colour") -> tuple[Tensor, Tensor]:
     """The colour match's change of mean (added) and std (multiplied), [B, 3] each, toward `target`'s skin.
 
     source [B, 2, 3] (NaN rows: no skin, no shift), target [2, 3]; amount 0 keeps the source's tone, 1 takes
     the target's. The std ratio is interpolated geometrically so amount 0 is exactly 1."""
-    if not 0.0 <= amount <= 1.0:
-        raise InputShapeError(f"skin tone amount must be between 0 and 1, got {amount}.")
-    if channels not in SHIFT_CHANNELS:
-        raise InputShapeError(f"skin tone channels must be one of {sorted(SHIFT_CHANNELS)}, got {channels!r}.")
+    check_skin_tone(amount, channels)
     target = target.to(source)[None]
     mean_shift = amount * (target[:, 0] - source[:, 0])
     std_ratio = (target[:, 1].clamp_min(1e-3) / source[:, 1].clamp_min(1e-3)) ** amount

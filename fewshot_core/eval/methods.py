@@ -111,7 +111,7 @@ class OursMethod(SwapMethod):
             self.settings.skin_tone_channels = skin_tone_channels
         self._embeddings: dict[Path, object] = {}
 
-    def _embedding(self, shot: Path):
+    def _embedding_and_skin(self, shot: Path):
         from ..errors import NoFaceError
         from ..imageio import load_image
 
@@ -130,7 +130,7 @@ class OursMethod(SwapMethod):
         from ..identity import average_identity
         from ..imageio import load_image
 
-        found = [e for e in (self._embedding(Path(s)) for s in shots) if e is not None]
+        found = [e for e in (self._embedding_and_skin(Path(s)) for s in shots) if e is not None]
         if not found:
             return None
         skins = [skin for _, skin in found]
